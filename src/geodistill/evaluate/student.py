@@ -1,0 +1,146 @@
+"""Relabel and evaluate: train students on a distilled set with knowledge distillation from
+the teacher (soft labels computed online on the same augmented view), report test accuracy."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..config import EvalConfig
+from ..data import ClassData, cutmix, random_resized_crop
+from ..distilled import DistilledSet
+from ..distributed import all_gather_objects, shard
+from ..models import Classifier, create_model
+from ..optim import cosine, make_optimizer
+from ..runtime import Runtime, generator
+from .metrics import accuracy
+
+
+@dataclass
+class MethodScore:
+    """Mean/std over student seeds; ``runs`` has one dict per seed."""
+
+    top1: float
+    top1_std: float
+    top5: float
+    top5_std: float
+    seeds: int
+    seconds: float
+    runs: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "top1": self.top1,
+            "top1_std": self.top1_std,
+            "top5": self.top5,
+            "top5_std": self.top5_std,
+            "seeds": self.seeds,
+            "seconds": self.seconds,
+            "runs": self.runs,
+        }
+
+
+def image_weights(ds: DistilledSet) -> torch.Tensor:
+    """Per-image loss weights: barycenter weight x images in its class (uniform -> all 1)."""
+    counts = torch.bincount(ds.labels, minlength=len(ds.class_names)).float()
+    return ds.weights.float() * counts[ds.labels]
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-sample ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, shape ``[N]``."""
+    t = temperature
+    return (
+        F.kl_div(
+            F.log_softmax(student_logits / t, 1),
+            F.log_softmax(teacher_logits / t, 1),
+            reduction="none",
+            log_target=True,
+        ).sum(1)
+        * t
+        * t
+    )
+
+
+def train_student(
+    ds: DistilledSet, teacher: Classifier, data: ClassData, cfg: EvalConfig, rt: Runtime, seed: int
+) -> tuple[Classifier, dict]:
+    """Train one student with seed ``seed``; returns it and ``{"seed", "top1", "top5", "seconds"}``."""
+    t0 = time.perf_counter()
+    spec = {k: v for k, v in teacher.spec.items() if k != "name"}
+    arch = cfg.arch or teacher.arch
+    if cfg.arch and cfg.arch != teacher.arch:
+        spec = {k: spec[k] for k in ("num_classes", "in_chans", "image_size", "mean", "std")}
+    student = rt.prepare(create_model(arch, **{**spec, **cfg.arch_kwargs}, seed=seed))
+    teacher.eval()
+    g = generator(seed)
+    images, weights = ds.images.float(), image_weights(ds) if cfg.weighted else torch.ones(len(ds.labels))
+    n = len(images)
+    bs = min(cfg.batch_size, n)
+    steps = max(1, n // bs) * cfg.epochs
+    opt = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps))
+    student.train()
+    step = 0
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=g)
+        for s in range(max(1, n // bs)):
+            idx = order[s * bs : (s + 1) * bs]
+            x = images[idx].to(rt.device)
+            w = weights[idx].to(rt.device)
+            x = random_resized_crop(x, scale=tuple(cfg.crop_scale), hflip=data.hflip, generator=g)
+            if cfg.cutmix > 0:
+                x, perm, lam = cutmix(x, alpha=cfg.cutmix, generator=g)
+                w = lam * w + (1 - lam) * w[perm]
+            with torch.no_grad(), rt.autocast():
+                t_logits = teacher(x).float()
+            with rt.autocast():
+                s_logits = student(x).float()
+            loss = (w * kd_loss(s_logits, t_logits, cfg.temperature)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+    student.eval()
+    top1, top5 = accuracy(student, data.x_test, data.y_test, rt, to_float=data.float)
+    return student, {"seed": seed, "top1": top1, "top5": top5, "seconds": time.perf_counter() - t0}
+
+
+def evaluate_distilled(
+    ds: DistilledSet,
+    teacher: Classifier,
+    data: ClassData,
+    cfg: EvalConfig,
+    rt: Runtime,
+    *,
+    log: Callable[[str], None] = lambda s: None,
+    on_student: Callable[[Classifier, dict], None] | None = None,
+) -> MethodScore:
+    """Train ``cfg.seeds`` students (sharded across torchrun ranks); mean and std of accuracy."""
+    if list(ds.class_names) != list(data.class_names):
+        from ..files import GeodistillError
+
+        raise GeodistillError(
+            f"distilled set classes {ds.class_names[:5]}... do not match "
+            f"the dataset's {data.class_names[:5]}..."
+        )
+    t0 = time.perf_counter()
+    runs = []
+    for seed in shard(list(range(cfg.seed, cfg.seed + cfg.seeds))):
+        student, run = train_student(ds, teacher, data, cfg, rt, seed)
+        log(f"  student seed {seed}: top1 {run['top1']:.4f} top5 {run['top5']:.4f} ({run['seconds']:.1f}s)")
+        if on_student is not None:
+            on_student(student, run)
+        runs.append(run)
+    runs = sorted((r for part in all_gather_objects(runs) for r in part), key=lambda r: r["seed"])
+    t1 = [r["top1"] for r in runs]
+    t5 = [r["top5"] for r in runs]
+    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+    return MethodScore(
+        statistics.mean(t1), sd(t1), statistics.mean(t5), sd(t5), len(runs), time.perf_counter() - t0, runs
+    )

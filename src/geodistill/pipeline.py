@@ -1,0 +1,310 @@
+"""Stage runners that read and write artifacts: what the CLI calls. Each stage can run alone
+(``squeeze``, ``distill``, ``evaluate``) or chained (``run_pipeline``); with ``resume`` a
+finished artifact or epoch is loaded instead of recomputed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .config import (
+    DataConfig,
+    DistillConfig,
+    EvalConfig,
+    RunConfig,
+    SqueezeConfig,
+    save_config,
+    to_dict,
+)
+from .data import ClassData, load_dataset
+from .data.sources import default_cache_dir
+from .distilled import DistilledSet
+from .distributed import barrier, current
+from .evaluate import evaluate_distilled
+from .files import GeodistillError, load_tensors, save_tensors
+from .models import Classifier, load_checkpoint, save_checkpoint
+from .runtime import Runtime, device_name, versions
+from .stats import ClassStats, compute_class_stats
+from .synth import distill, get_strategy
+from .teacher import TrainState, train_teacher
+
+Log = Callable[[str], None]
+
+
+def load_data(cfg: DataConfig) -> ClassData:
+    return load_dataset(
+        cfg.source,
+        image_size=cfg.image_size,
+        skip_bad_images=cfg.skip_bad_images,
+        cache_dir=default_cache_dir() if cfg.cache else None,
+    )
+
+
+# --- squeeze -------------------------------------------------------------------------------
+
+
+def _save_state(path: Path, st: TrainState) -> None:
+    opt = st.optimizer
+    tensors = {f"model/{k}": v for k, v in st.model.items()}
+    plain: dict = {}
+    for idx, s in opt["state"].items():
+        for k, v in s.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"opt/{idx}/{k}"] = v
+            else:
+                plain[f"{idx}/{k}"] = v
+    save_tensors(
+        path,
+        tensors,
+        {"epoch": st.epoch, "history": st.history, "param_groups": opt["param_groups"], "plain": plain},
+    )
+
+
+def _load_state(path: Path) -> TrainState:
+    t, meta = load_tensors(path)
+    state: dict = {}
+    for key, v in t.items():
+        if key.startswith("opt/"):
+            _, idx, k = key.split("/", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in meta["plain"].items():
+        idx, k = key.split("/", 1)
+        state.setdefault(int(idx), {})[k] = v
+    model = {k[6:]: v for k, v in t.items() if k.startswith("model/")}
+    return TrainState(
+        meta["epoch"], model, {"state": state, "param_groups": meta["param_groups"]}, meta["history"]
+    )
+
+
+def squeeze_stage(
+    data: ClassData, cfg: SqueezeConfig, rt: Runtime, out: Path, *, resume: bool = False, log: Log = print
+) -> tuple[Classifier, dict]:
+    """Train a teacher (or load ``cfg.checkpoint``) and save it to ``out`` (safetensors)."""
+    if cfg.checkpoint:
+        model, meta = load_checkpoint(
+            cfg.checkpoint, class_names=data.class_names, image_shape=data.image_shape
+        )
+        return rt.prepare(model), meta
+    if resume and out.exists():
+        model, meta = load_checkpoint(out, class_names=data.class_names, image_shape=data.image_shape)
+        if meta.get("squeeze") == to_dict(cfg):
+            log(f"teacher: reusing {out} (top-1 {meta['top1']:.4f})")
+            return rt.prepare(model), meta
+        raise GeodistillError(
+            f"{out}: exists but was trained with a different squeeze config; "
+            "use another output path or --overwrite"
+        )
+    state_path = out.with_name(out.stem + ".state.safetensors")
+    start = _load_state(state_path) if resume and state_path.exists() else None
+    if start is not None:
+        log(f"teacher: resuming after epoch {start.epoch} from {state_path}")
+    d = current()
+    on_epoch = (lambda st: _save_state(state_path, st)) if d.main else None
+    res = train_teacher(data, cfg, rt, start=start, on_epoch=on_epoch, log=log)
+    meta = {
+        "class_names": data.class_names,
+        "dataset": data.summary(),
+        "top1": res.top1,
+        "top5": res.top5,
+        "squeeze": to_dict(cfg),
+        "epoch": cfg.epochs,
+        "history": res.history,
+        "h": res.h,
+        "seconds": res.seconds,
+        "seconds_per_epoch": res.seconds_per_epoch,
+        "versions": versions(),
+        "device": device_name(rt.device),
+    }
+    if d.main:
+        meta["sha256"] = save_checkpoint(out, res.model, meta)
+        state_path.unlink(missing_ok=True)
+    barrier()
+    log(f"teacher {cfg.arch}: top-1 {res.top1:.4f} top-5 {res.top5:.4f} ({res.seconds:.1f}s)")
+    return res.model, meta
+
+
+# --- distill -------------------------------------------------------------------------------
+
+
+def stats_stage(
+    teacher: Classifier, data: ClassData, rt: Runtime, path: Path | None, *, resume: bool = False
+) -> ClassStats:
+    if path is not None and resume and path.exists():
+        st = ClassStats.load(path)
+        if st.class_names == list(data.class_names) and len(st.labels) == len(data.y_train):
+            return st
+    st = compute_class_stats(teacher, data, rt)
+    if path is not None and current().main:
+        st.save(path)
+    return st
+
+
+def distill_stage(
+    teacher: Classifier,
+    teacher_meta: dict,
+    data: ClassData,
+    cfg: DistillConfig,
+    rt: Runtime,
+    out: Path,
+    *,
+    stats: ClassStats | None = None,
+    resume: bool = False,
+    log: Log = print,
+) -> DistilledSet:
+    """Distill into ``out`` (PNG folder + safetensors + manifest), one part file per finished
+    class group so that ``resume`` never recomputes a finished class."""
+    if resume and (out / "distilled.safetensors").exists():
+        ds = DistilledSet.load(out)
+        if ds.manifest.get("config") == to_dict(cfg) and ds.manifest.get("teacher", {}).get(
+            "sha256"
+        ) == teacher_meta.get("sha256"):
+            log(f"{cfg.method}: reusing {out}")
+            return ds
+    strategy = get_strategy(cfg.method)
+    data.check_ipc(cfg.ipc)
+    if stats is None and strategy.synthesize and strategy.barycenter:
+        stats = compute_class_stats(teacher, data, rt)
+    parts = out / "parts"
+    key = {"config": to_dict(cfg), "teacher": teacher_meta.get("sha256")}
+    completed = {}
+    if resume and parts.exists():
+        for f in sorted(parts.glob("group_*.safetensors")):
+            t, meta = load_tensors(f)
+            if meta.get("key") == key:
+                completed[meta["index"]] = {**meta["group"], "images": t["images"], "weights": t["weights"]}
+        if completed:
+            log(f"{cfg.method}: resuming, {len(completed)} class group(s) already done")
+
+    def on_group(i: int, group: dict) -> None:
+        meta = {k: v for k, v in group.items() if k not in ("images", "weights")}
+        save_tensors(
+            parts / f"group_{i:05d}.safetensors",
+            {"images": group["images"], "weights": group["weights"]},
+            {"index": i, "key": key, "group": meta},
+        )
+
+    log(f"{cfg.method}: distilling {data.num_classes} classes x IPC {cfg.ipc}")
+    ds = distill(
+        teacher,
+        data,
+        stats,
+        cfg,
+        rt,
+        teacher_meta=teacher_meta,
+        completed=completed,
+        on_group=on_group,
+        log=lambda s: log(f"  {s}"),
+    )
+    ds.manifest["dataset"] = data.summary()
+    if current().main:
+        ds.save(out)
+        for f in parts.glob("group_*.safetensors"):
+            f.unlink()
+        if parts.exists():
+            parts.rmdir()
+    barrier()
+    return ds
+
+
+# --- the whole pipeline --------------------------------------------------------------------
+
+
+def run_pipeline(cfg: RunConfig, out: Path, rt: Runtime, *, resume: bool = False, log: Log = print) -> dict:
+    """Data → teacher → class stats → one distilled set per method → scores → report."""
+    from .report import print_table, write_report
+
+    t0 = time.perf_counter()
+    d = current()
+    if d.main:
+        save_config(cfg, out / "config.yaml")
+    data = load_data(cfg.data)
+    data.check_ipc(cfg.distill.ipc)
+    for m in cfg.methods:
+        get_strategy(m)
+    log(
+        f"data {data.name}: {len(data.y_train)} train / {len(data.y_test)} test, "
+        f"{data.num_classes} classes, images {data.image_shape}"
+    )
+    teacher, tmeta = squeeze_stage(data, cfg.squeeze, rt, out / "teacher.safetensors", resume=resume, log=log)
+    stats = stats_stage(teacher, data, rt, out / "stats.safetensors", resume=resume)
+    methods, sets = {}, {}
+    for m in cfg.methods:
+        dcfg = DistillConfig(**{**asdict(cfg.distill), "method": m})
+        t1 = time.perf_counter()
+        ds = distill_stage(teacher, tmeta, data, dcfg, rt, out / m, stats=stats, resume=resume, log=log)
+        t_distill = time.perf_counter() - t1
+        log(f"{m}: evaluating {cfg.evaluate.seeds} student(s)")
+        score = evaluate_distilled(ds, teacher, data, cfg.evaluate, rt, log=log)
+        methods[m] = {
+            **score.as_dict(),
+            "seconds": t_distill + score.seconds,
+            "distill_seconds": t_distill,
+            "eval_seconds": score.seconds,
+        }
+        sets[m] = ds
+    metrics = {
+        "dataset": data.name,
+        "num_classes": data.num_classes,
+        "ipc": cfg.distill.ipc,
+        "teacher": {
+            "arch": teacher.arch,
+            "top1": tmeta["top1"],
+            "top5": tmeta.get("top5"),
+            "sha256": tmeta.get("sha256"),
+        },
+        "methods": methods,
+        "seconds": time.perf_counter() - t0,
+        "device": device_name(rt.device),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": versions(),
+        "config": to_dict(cfg),
+    }
+    if d.main:
+        write_report(out, metrics, sets)
+        print_table(metrics)
+    return metrics
+
+
+def evaluate_stage(
+    teacher: Classifier,
+    tmeta: dict,
+    data: ClassData,
+    sets: dict[str, DistilledSet],
+    cfg: EvalConfig,
+    rt: Runtime,
+    out: Path,
+    *,
+    log: Log = print,
+) -> dict:
+    """Score already distilled sets and write metrics.json / report.md into ``out``."""
+    from .report import print_table, write_report
+
+    methods = {}
+    ipcs = {ds.ipc for ds in sets.values()}
+    for name, ds in sets.items():
+        log(f"{name}: evaluating {cfg.seeds} student(s)")
+        methods[name] = evaluate_distilled(ds, teacher, data, cfg, rt, log=log).as_dict()
+    metrics = {
+        "dataset": data.name,
+        "num_classes": data.num_classes,
+        "ipc": max(ipcs),
+        "teacher": {
+            "arch": teacher.arch,
+            "top1": tmeta["top1"],
+            "top5": tmeta.get("top5"),
+            "sha256": tmeta.get("sha256"),
+        },
+        "methods": methods,
+        "device": device_name(rt.device),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": versions(),
+        "evaluate": to_dict(cfg),
+    }
+    if current().main:
+        write_report(out, metrics, sets)
+        print_table(metrics)
+    return metrics

@@ -1,0 +1,72 @@
+"""Run-time facts decided once and passed down: device, seeds, versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how tensors are computed. Built once by the CLI or the caller."""
+
+    device: torch.device
+    amp: bool = False  # bfloat16 autocast, CUDA only
+    channels_last: bool = False  # CUDA only
+
+    def autocast(self):
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp and self.cuda
+        )
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        if self.channels_last and self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+
+def make_runtime(device: str = "auto", amp: bool = False, channels_last: bool = False) -> Runtime:
+    if device == "auto":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .files import GeodistillError
+
+        raise GeodistillError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return Runtime(dev, amp=amp and dev.type == "cuda", channels_last=channels_last)
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def versions() -> dict[str, str]:
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "geodistill": __version__,
+        "platform": platform.platform(),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

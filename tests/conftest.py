@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny data (8x8 digits), a tiny teacher trained in seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geodistill.config import SqueezeConfig
+from geodistill.data import load_dataset
+from geodistill.runtime import make_runtime
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def rt():
+    return make_runtime("cpu")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits", image_size=8)
+
+
+@pytest.fixture(scope="session")
+def teacher(digits, rt):
+    """convnet-tiny on 8x8 digits: ~1 s to train, ~95 % test accuracy."""
+    from geodistill.teacher import train_teacher
+
+    cfg = SqueezeConfig(arch="convnet-tiny", epochs=6, batch_size=64, lr=0.05)
+    return train_teacher(digits, cfg, rt)
+
+
+@pytest.fixture(scope="session")
+def stats(teacher, digits, rt):
+    from geodistill.stats import compute_class_stats
+
+    return compute_class_stats(teacher.model, digits, rt)

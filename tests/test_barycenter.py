@@ -1,0 +1,101 @@
+import numpy as np
+import ot
+import pytest
+import torch
+
+from geodistill.barycenter import kmeans, w2_cost, wasserstein_barycenter
+
+
+@pytest.mark.parametrize("method", ["exact", "fast", "sliced"])
+def test_two_point_masses_one_atom_is_midpoint(method):
+    x = torch.tensor([[0.0, 0.0], [2.0, 4.0]])
+    atoms, weights = wasserstein_barycenter(x, 1, method=method)
+    assert atoms.shape == (1, 2) and weights.shape == (1,)
+    torch.testing.assert_close(atoms[0], torch.tensor([1.0, 2.0]), atol=1e-4, rtol=0)
+    assert weights.item() == pytest.approx(1.0)
+    # W2^2 of the midpoint: each point is at squared distance 1^2 + 2^2 = 5
+    assert w2_cost(x, atoms, weights) == pytest.approx(5.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_as_many_atoms_as_points_gives_zero_cost(method, weighted):
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    atoms, w = wasserstein_barycenter(x, 6, method=method, weighted=weighted)
+    assert w2_cost(x, atoms, w) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_weighted_recovers_unbalanced_clusters():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(90, 2, generator=g) * 0.05 + torch.tensor([5.0, 0.0])
+    b = torch.randn(10, 2, generator=g) * 0.05 - torch.tensor([5.0, 0.0])
+    x = torch.cat([a, b])
+    for method in ("exact", "fast"):
+        atoms, w = wasserstein_barycenter(x, 2, weighted=True, method=method)
+        order = atoms[:, 0].argsort(descending=True)
+        torch.testing.assert_close(w[order], torch.tensor([0.9, 0.1]), atol=1e-6, rtol=0)
+        torch.testing.assert_close(atoms[order[0]], a.mean(0), atol=1e-4, rtol=0)
+    # with uniform weights (1/2, 1/2) the big cluster must feed both atoms: a higher cost
+    atoms_u, w_u = wasserstein_barycenter(x, 2, weighted=False, method="exact")
+    torch.testing.assert_close(w_u, torch.tensor([0.5, 0.5]))
+    assert w2_cost(x, atoms_u, w_u) > w2_cost(x, *wasserstein_barycenter(x, 2, weighted=True))
+
+
+def test_weighted_optimum_is_kmeans_inertia():
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(2))
+    atoms, w = wasserstein_barycenter(x, 5, weighted=True, method="fast")
+    inertia = torch.cdist(x.double(), atoms.double()).min(1).values.pow(2).mean().item()
+    assert w2_cost(x, atoms, w) == pytest.approx(inertia, rel=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fast_never_costs_more_than_pot_reference(seed, weighted):
+    """The reference: POT's free-support barycenter from ``exact``'s seeded init."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(c, 0.6, size=(60, 8)) for c in rng.normal(0, 3, size=(6, 8))])
+    k = 10
+    init = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:k].numpy()]
+    a, b = np.full(len(x), 1 / len(x)), np.full(k, 1 / k)
+    ref = ot.lp.free_support_barycenter([x], [a], init, b=b)
+    atoms_e, w_e = wasserstein_barycenter(x, k, method="exact", weighted=weighted, seed=seed)
+    if not weighted:  # exact *is* POT's solver
+        assert w2_cost(x, atoms_e, w_e) == pytest.approx(w2_cost(x, ref), rel=1e-6)
+    atoms, w = wasserstein_barycenter(x, k, method="fast", weighted=weighted, seed=seed)
+    cost = w2_cost(x, atoms, w)
+    assert cost <= w2_cost(x, ref) + 1e-9
+    assert cost <= w2_cost(x, atoms_e, w_e) + 1e-9
+
+
+def test_sliced_is_close_to_exact_in_1d():
+    # in 1-D the sliced and exact W2 coincide: quantile atoms
+    x = torch.linspace(0, 1, 100)[:, None]
+    atoms, _ = wasserstein_barycenter(x, 4, method="sliced")
+    expect = torch.tensor([0.125, 0.375, 0.625, 0.875])
+    torch.testing.assert_close(atoms[:, 0].sort().values, expect, atol=0.01, rtol=0)
+
+
+def test_kmeans_masses_sum_to_one():
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0)).double()
+    y, m, lab = kmeans(x, 4, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (4, 3) and lab.shape == (50,)
+    assert m.sum().item() == pytest.approx(1.0)
+    assert (m > 0).all()
+
+
+def test_bad_arguments():
+    x = torch.randn(5, 2)
+    with pytest.raises(ValueError, match="n_atoms"):
+        wasserstein_barycenter(x, 6)
+    with pytest.raises(ValueError, match="method"):
+        wasserstein_barycenter(x, 2, method="magic")
+    with pytest.raises(ValueError, match=r"\[n, d\]"):
+        wasserstein_barycenter(torch.randn(5), 2)
+    with pytest.raises(ValueError, match="NaN"):
+        wasserstein_barycenter(torch.tensor([[0.0, float("nan")], [1.0, 1.0]]), 1)
+
+
+def test_accepts_numpy_and_returns_float32():
+    atoms, w = wasserstein_barycenter(np.random.default_rng(0).normal(size=(20, 3)), 3, method="fast")
+    assert atoms.dtype == torch.float32 and w.dtype == torch.float32
+    assert w.sum().item() == pytest.approx(1.0)

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from geodistill.config import EvalConfig
+from geodistill.distilled import DistilledSet
+from geodistill.evaluate import evaluate_distilled, image_weights, kd_loss
+from geodistill.synth import select_random
+
+
+def test_kd_loss_zero_iff_same_logits_and_scales_with_t2():
+    t = torch.randn(5, 4)
+    assert kd_loss(t, t, 20.0).abs().max() < 1e-5
+    s = torch.randn(5, 4)
+    assert (kd_loss(s, t, 1.0) > 0).all()
+    # kd(s, t, T) = T^2 * KL at temperature 1 of the logits divided by T (Hinton et al.)
+    torch.testing.assert_close(kd_loss(s, t, 100.0), 1e4 * kd_loss(s / 100, t / 100, 1.0))
+
+
+def test_image_weights_uniform_are_one_and_follow_barycenter_mass():
+    ds = DistilledSet(
+        torch.zeros(4, 1, 2, 2), torch.tensor([0, 0, 1, 1]), torch.tensor([0.5, 0.5, 0.9, 0.1]), ["a", "b"]
+    )
+    torch.testing.assert_close(image_weights(ds), torch.tensor([1.0, 1.0, 1.8, 0.2]))
+
+
+def test_students_learn_from_a_distilled_set(teacher, digits, rt):
+    ds = select_random(digits, 5, seed=0)
+    cfg = EvalConfig(epochs=60, seeds=2, batch_size=25, lr=0.01)
+    score = evaluate_distilled(ds, teacher.model, digits, cfg, rt)
+    assert score.seeds == 2 and len(score.runs) == 2
+    assert 0.4 < score.top1 <= 1.0  # far above chance (0.1) after a few seconds
+    assert score.top1_std >= 0 and score.top5 >= score.top1
+
+
+def test_class_mismatch_is_refused(teacher, digits, rt):
+    ds = select_random(digits, 1, seed=0)
+    ds.class_names = [f"x{i}" for i in range(10)]
+    with pytest.raises(Exception, match="do not match"):
+        evaluate_distilled(ds, teacher.model, digits, EvalConfig(epochs=1, seeds=1), rt)
