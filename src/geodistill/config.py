@@ -41,6 +41,9 @@ class SqueezeConfig:
     augment: str = "crop"  # crop | rrc | none
     pretrained: bool = False  # torchvision/timm ImageNet weights (needs the internet once)
     checkpoint: str | None = None  # load this teacher instead of training one
+    init_checkpoint: str | None = (
+        None  # start training from these weights (e.g. fine-tune with a regularizer)
+    )
     regularizer: str = "none"  # none | curvature | curvature-simple | gradnorm | fgsm | pgd | trades
     reg_lambda: float = 0.0  # weight of the regularizer (0: the method's default)
     reg_h: float = 0.0  # curvature step in pixel units (0: the default for the image size)
@@ -81,6 +84,9 @@ class EvalConfig:
     weighted: bool = True  # weight each image's loss by its barycenter weight
     seeds: int = 3
     seed: int = 0
+    attacks: list[str] = field(default_factory=list)  # pgd100, autoattack, square, cw, mim
+    eps: list[float] = field(default_factory=lambda: [2 / 255])  # L-inf radii in pixel units
+    attack_samples: int = 1000  # seeded subset of the test split attacked (0: all)
 
 
 @dataclass
@@ -90,7 +96,10 @@ class RunConfig:
     squeeze: SqueezeConfig = field(default_factory=SqueezeConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
-    methods: list[str] = field(default_factory=lambda: ["wmdd", "sre2l", "random"])
+    methods: list[str] = field(
+        default_factory=lambda: ["wmdd", "sre2l", "random"]
+    )  # "<m>+guard": GUARD teacher
+    guard: dict = field(default_factory=lambda: {"regularizer": "curvature"})  # squeeze overrides for +guard
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False

@@ -17,6 +17,7 @@ from .config import (
     EvalConfig,
     RunConfig,
     SqueezeConfig,
+    from_dict,
     save_config,
     to_dict,
 )
@@ -24,7 +25,7 @@ from .data import ClassData, load_dataset
 from .data.sources import default_cache_dir
 from .distilled import DistilledSet
 from .distributed import barrier, current
-from .evaluate import evaluate_distilled
+from .evaluate import attack_scores, evaluate_distilled, sanity_flags
 from .files import GeodistillError, load_tensors, save_tensors
 from .models import Classifier, load_checkpoint, save_checkpoint
 from .runtime import Runtime, device_name, versions
@@ -213,29 +214,72 @@ def distill_stage(
 # --- the whole pipeline --------------------------------------------------------------------
 
 
+def parse_method(name: str) -> tuple[str, str]:
+    """``"wmdd+guard"`` -> ``("wmdd", "guard")``: the method and its teacher variant."""
+    base, _, variant = name.partition("+")
+    get_strategy(base)
+    if variant not in ("", "guard"):
+        raise GeodistillError(f"method {name!r}: unknown variant {variant!r}; use <method> or <method>+guard")
+    return base, variant
+
+
+def teacher_entry(model: Classifier, meta: dict, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dict:
+    entry = {
+        "arch": model.arch,
+        "top1": meta["top1"],
+        "top5": meta.get("top5"),
+        "sha256": meta.get("sha256"),
+        "regularizer": meta.get("squeeze", {}).get("regularizer", "none"),
+        "seconds_per_epoch": meta.get("seconds_per_epoch"),
+    }
+    if cfg.attacks:
+        entry["robust"] = attack_scores(model, data, cfg, rt)
+    return entry
+
+
 def run_pipeline(cfg: RunConfig, out: Path, rt: Runtime, *, resume: bool = False, log: Log = print) -> dict:
-    """Data → teacher → class stats → one distilled set per method → scores → report."""
+    """Data → teacher(s) → class stats → one distilled set per method → scores → report.
+
+    A method ``"<m>+guard"`` runs method ``m`` on a second teacher trained with the squeeze
+    config overridden by ``cfg.guard`` (GUARD's curvature regularizer by default); its
+    students are relabelled by that teacher too.
+    """
     from .report import print_table, write_report
 
     t0 = time.perf_counter()
     d = current()
     if d.main:
         save_config(cfg, out / "config.yaml")
+    parsed = {m: parse_method(m) for m in cfg.methods}
     data = load_data(cfg.data)
     data.check_ipc(cfg.distill.ipc)
-    for m in cfg.methods:
-        get_strategy(m)
     log(
         f"data {data.name}: {len(data.y_train)} train / {len(data.y_test)} test, "
         f"{data.num_classes} classes, images {data.image_shape}"
     )
-    teacher, tmeta = squeeze_stage(data, cfg.squeeze, rt, out / "teacher.safetensors", resume=resume, log=log)
-    stats = stats_stage(teacher, data, rt, out / "stats.safetensors", resume=resume)
-    methods, sets = {}, {}
-    for m in cfg.methods:
-        dcfg = DistillConfig(**{**asdict(cfg.distill), "method": m})
+    teachers = {}
+    variants = {v for _, v in parsed.values()}
+    for variant in sorted(variants):
+        scfg = cfg.squeeze
+        if variant == "guard":
+            scfg = from_dict(
+                SqueezeConfig, {**to_dict(cfg.squeeze), "checkpoint": None, **cfg.guard}, "guard"
+            )
+        suffix = f"_{variant}" if variant else ""
+        log(f"teacher{suffix or ''}: regularizer {scfg.regularizer}")
+        model, meta = squeeze_stage(
+            data, scfg, rt, out / f"teacher{suffix}.safetensors", resume=resume, log=log
+        )
+        st = stats_stage(model, data, rt, out / f"stats{suffix}.safetensors", resume=resume)
+        teachers[variant] = (model, meta, st)
+    methods, sets, flags = {}, {}, []
+    for m, (base, variant) in parsed.items():
+        teacher, tmeta, stats = teachers[variant]
+        dcfg = DistillConfig(**{**asdict(cfg.distill), "method": base})
         t1 = time.perf_counter()
-        ds = distill_stage(teacher, tmeta, data, dcfg, rt, out / m, stats=stats, resume=resume, log=log)
+        ds = distill_stage(
+            teacher, tmeta, data, dcfg, rt, out / m.replace("+", "_"), stats=stats, resume=resume, log=log
+        )
         t_distill = time.perf_counter() - t1
         log(f"{m}: evaluating {cfg.evaluate.seeds} student(s)")
         score = evaluate_distilled(ds, teacher, data, cfg.evaluate, rt, log=log)
@@ -245,18 +289,24 @@ def run_pipeline(cfg: RunConfig, out: Path, rt: Runtime, *, resume: bool = False
             "distill_seconds": t_distill,
             "eval_seconds": score.seconds,
         }
+        flags += [f"{m}, {f}" for f in score.flags]
         sets[m] = ds
     metrics = {
         "dataset": data.name,
         "num_classes": data.num_classes,
         "ipc": cfg.distill.ipc,
-        "teacher": {
-            "arch": teacher.arch,
-            "top1": tmeta["top1"],
-            "top5": tmeta.get("top5"),
-            "sha256": tmeta.get("sha256"),
-        },
+        "teacher": teacher_entry(*teachers[""][:2], data, cfg.evaluate, rt) if "" in teachers else None,
         "methods": methods,
+    }
+    if "guard" in teachers:
+        metrics["teacher_guard"] = teacher_entry(*teachers["guard"][:2], data, cfg.evaluate, rt)
+    if metrics["teacher"] is None:
+        metrics["teacher"] = metrics["teacher_guard"]
+    for key in ("teacher", "teacher_guard"):
+        if metrics.get(key) and "robust" in metrics[key]:
+            flags += sanity_flags(metrics[key]["robust"], key)
+    metrics |= {
+        "flags": flags,
         "seconds": time.perf_counter() - t0,
         "device": device_name(rt.device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -283,22 +333,21 @@ def evaluate_stage(
     """Score already distilled sets and write metrics.json / report.md into ``out``."""
     from .report import print_table, write_report
 
-    methods = {}
-    ipcs = {ds.ipc for ds in sets.values()}
+    methods, flags = {}, []
     for name, ds in sets.items():
         log(f"{name}: evaluating {cfg.seeds} student(s)")
-        methods[name] = evaluate_distilled(ds, teacher, data, cfg, rt, log=log).as_dict()
+        score = evaluate_distilled(ds, teacher, data, cfg, rt, log=log)
+        methods[name] = score.as_dict()
+        flags += [f"{name}, {f}" for f in score.flags]
+    tentry = teacher_entry(teacher, tmeta, data, cfg, rt)
+    flags += sanity_flags(tentry.get("robust", {}), "teacher")
     metrics = {
         "dataset": data.name,
         "num_classes": data.num_classes,
-        "ipc": max(ipcs),
-        "teacher": {
-            "arch": teacher.arch,
-            "top1": tmeta["top1"],
-            "top5": tmeta.get("top5"),
-            "sha256": tmeta.get("sha256"),
-        },
+        "ipc": max(ds.ipc for ds in sets.values()),
+        "teacher": tentry,
         "methods": methods,
+        "flags": flags,
         "device": device_name(rt.device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "versions": versions(),

@@ -1,6 +1,18 @@
 """Student training with KD from the teacher, accuracy, and (robust) scoring."""
 
 from .metrics import accuracy
-from .student import MethodScore, evaluate_distilled, image_weights, kd_loss, train_student
+from .robust import ATTACKS, robust_accuracy, sanity_flags
+from .student import MethodScore, attack_scores, evaluate_distilled, image_weights, kd_loss, train_student
 
-__all__ = ["MethodScore", "accuracy", "evaluate_distilled", "image_weights", "kd_loss", "train_student"]
+__all__ = [
+    "ATTACKS",
+    "MethodScore",
+    "accuracy",
+    "attack_scores",
+    "robust_accuracy",
+    "sanity_flags",
+    "evaluate_distilled",
+    "image_weights",
+    "kd_loss",
+    "train_student",
+]

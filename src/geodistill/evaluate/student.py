@@ -19,6 +19,7 @@ from ..models import Classifier, create_model
 from ..optim import cosine, make_optimizer
 from ..runtime import Runtime, generator
 from .metrics import accuracy
+from .robust import fixed_subset, robust_accuracy, sanity_flags
 
 
 @dataclass
@@ -32,9 +33,11 @@ class MethodScore:
     seeds: int
     seconds: float
     runs: list[dict] = field(default_factory=list)
+    robust: dict[str, float] = field(default_factory=dict)  # "<attack>@<eps>" -> mean accuracy
+    flags: list[str] = field(default_factory=list)  # sanity-check violations
 
     def as_dict(self) -> dict:
-        return {
+        d = {
             "top1": self.top1,
             "top1_std": self.top1_std,
             "top5": self.top5,
@@ -43,6 +46,9 @@ class MethodScore:
             "seconds": self.seconds,
             "runs": self.runs,
         }
+        if self.robust:
+            d |= {"robust": self.robust, "flags": self.flags}
+        return d
 
 
 def image_weights(ds: DistilledSet) -> torch.Tensor:
@@ -134,6 +140,9 @@ def evaluate_distilled(
     for seed in shard(list(range(cfg.seed, cfg.seed + cfg.seeds))):
         student, run = train_student(ds, teacher, data, cfg, rt, seed)
         log(f"  student seed {seed}: top1 {run['top1']:.4f} top5 {run['top5']:.4f} ({run['seconds']:.1f}s)")
+        if cfg.attacks:
+            run["robust"] = attack_scores(student, data, cfg, rt)
+            log("    " + " ".join(f"{k} {v:.4f}" for k, v in run["robust"].items()))
         if on_student is not None:
             on_student(student, run)
         runs.append(run)
@@ -141,6 +150,35 @@ def evaluate_distilled(
     t1 = [r["top1"] for r in runs]
     t5 = [r["top5"] for r in runs]
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+    robust, flags = {}, []
+    if cfg.attacks:
+        for k in runs[0]["robust"]:
+            robust[k] = statistics.mean(r["robust"][k] for r in runs)
+        for r in runs:
+            flags += sanity_flags(r["robust"], f"student seed {r['seed']}")
     return MethodScore(
-        statistics.mean(t1), sd(t1), statistics.mean(t5), sd(t5), len(runs), time.perf_counter() - t0, runs
+        statistics.mean(t1),
+        sd(t1),
+        statistics.mean(t5),
+        sd(t5),
+        len(runs),
+        time.perf_counter() - t0,
+        runs,
+        robust,
+        flags,
+    )
+
+
+def attack_scores(model: Classifier, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dict[str, float]:
+    """Clean and robust accuracy on the seeded test subset of ``cfg.attack_samples`` images."""
+    idx = fixed_subset(len(data.y_test), cfg.attack_samples, cfg.seed)
+    return robust_accuracy(
+        model,
+        data.float(data.x_test[idx]),
+        data.y_test[idx],
+        cfg.attacks,
+        cfg.eps,
+        rt,
+        num_classes=data.num_classes,
+        seed=cfg.seed,
     )

@@ -51,28 +51,78 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def markdown(metrics: dict, grids: dict[str, str] | None = None) -> str:
+def _robust_keys(metrics: dict) -> list[str]:
+    keys: list[str] = []
+    for m in metrics["methods"].values():
+        keys += [k for k in m.get("robust", {}) if k != "clean" and k not in keys]
+    return keys
+
+
+def _rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the summary table (shared by Markdown and the terminal)."""
     t = metrics["teacher"]
+    rkeys = _robust_keys(metrics)
+    head = [
+        "method",
+        "top-1 %",
+        "± std",
+        "top-5 %",
+        "% of teacher",
+        *[f"{k} %" for k in rkeys],
+        "seeds",
+        "seconds",
+    ]
+    rows = []
+    for name, m in metrics["methods"].items():
+        rel = m["top1"] / t["top1"] if t["top1"] else float("nan")
+        rob = [_pct(m.get("robust", {}).get(k)) for k in rkeys]
+        rows.append(
+            [
+                name,
+                _pct(m["top1"]),
+                _pct(m["top1_std"]),
+                _pct(m.get("top5")),
+                f"{100 * rel:.1f}",
+                *rob,
+                str(m["seeds"]),
+                f"{m['seconds']:.1f}",
+            ]
+        )
+    return head, rows
+
+
+def _teacher_line(label: str, t: dict) -> str:
+    line = (
+        f"- {label}: `{t['arch']}`, regularizer `{t.get('regularizer', 'none')}`, top-1 {_pct(t['top1'])} %"
+    )
+    if t.get("seconds_per_epoch"):
+        line += f", {t['seconds_per_epoch']:.1f} s/epoch"
+    if t.get("robust"):
+        line += "; " + ", ".join(f"{k} {_pct(v)} %" for k, v in t["robust"].items())
+    return line
+
+
+def markdown(metrics: dict, grids: dict[str, str] | None = None) -> str:
+    head, rows = _rows(metrics)
     lines = [
         f"# geodistill report: {metrics['dataset']}",
         "",
         f"- classes: {metrics['num_classes']}, images per class (IPC): {metrics['ipc']}",
-        f"- teacher: `{t['arch']}`, top-1 {_pct(t['top1'])} %"
-        + (f", top-5 {_pct(t.get('top5'))} %" if "top5" in t else ""),
+        _teacher_line("teacher", metrics["teacher"]),
+    ]
+    if metrics.get("teacher_guard"):
+        lines.append(_teacher_line("GUARD teacher (for `+guard` methods)", metrics["teacher_guard"]))
+    lines += [
         f"- device: {metrics.get('device', '?')}; date: {metrics.get('date', '?')}",
         "",
         "Students are trained on the distilled images with knowledge distillation from the teacher "
-        "and tested on the real test split; mean ± std over seeds.",
+        "and tested on the real test split; mean ± std over seeds. Robust columns: accuracy under "
+        "L∞ attacks of radius ε (pixel units) on a fixed, seeded test subset, mean over seeds.",
         "",
-        "| method | top-1 % | top-5 % | % of teacher | seeds | seconds |",
-        "|---|---|---|---|---|---|",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *["| " + " | ".join(r) + " |" for r in rows],
     ]
-    for name, m in metrics["methods"].items():
-        rel = m["top1"] / t["top1"] if t["top1"] else float("nan")
-        lines.append(
-            f"| {name} | {_pct(m['top1'])} ± {_pct(m['top1_std'])} | {_pct(m.get('top5'))} | "
-            f"{100 * rel:.1f} | {m['seeds']} | {m['seconds']:.1f} |"
-        )
     for flag in metrics.get("flags", []):
         lines += ["", f"> **Warning:** {flag}"]
     if grids:
@@ -87,23 +137,18 @@ def print_table(metrics: dict) -> None:
     from rich.table import Table
 
     t = metrics["teacher"]
+    head, rows = _rows(metrics)
     table = Table(
         title=f"{metrics['dataset']}: IPC {metrics['ipc']}, teacher {t['arch']} top-1 {_pct(t['top1'])} %"
     )
-    for col in ("method", "top-1 %", "± std", "top-5 %", "% of teacher", "seeds", "seconds"):
+    for col in head:
         table.add_column(col, justify="left" if col == "method" else "right")
-    for name, m in metrics["methods"].items():
-        rel = m["top1"] / t["top1"] if t["top1"] else float("nan")
-        table.add_row(
-            name,
-            _pct(m["top1"]),
-            _pct(m["top1_std"]),
-            _pct(m.get("top5")),
-            f"{100 * rel:.1f}",
-            str(m["seeds"]),
-            f"{m['seconds']:.1f}",
-        )
-    Console().print(table)
+    for r in rows:
+        table.add_row(*r)
+    console = Console()
+    console.print(table)
+    for flag in metrics.get("flags", []):
+        console.print(f"[bold red]warning:[/] {flag}")
 
 
 def write_report(out: str | Path, metrics: dict, sets: dict[str, DistilledSet]) -> dict[str, Path]:

@@ -79,7 +79,15 @@ def train_teacher(
     of every epoch and gradients are averaged (DDP).
     """
     d = current()
-    model = rt.prepare(build_teacher(data, cfg))
+    model = build_teacher(data, cfg)
+    if cfg.init_checkpoint:
+        from ..models import load_checkpoint
+
+        init, _ = load_checkpoint(
+            cfg.init_checkpoint, class_names=data.class_names, arch=cfg.arch, image_shape=data.image_shape
+        )
+        model.load_state_dict(init.state_dict())
+    model = rt.prepare(model)
     net: nn.Module = model
     if d.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.cuda else None)
