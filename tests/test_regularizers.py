@@ -55,7 +55,9 @@ def test_every_objective_trains(kind):
     m = create_model("convnet-tiny", num_classes=3, in_chans=1, image_size=8, seed=0)
     x = torch.rand(6, 1, 8, 8)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    loss, logits, parts = objective(m, x, y, kind, h=0.05, eps=2 / 255, generator=torch.Generator().manual_seed(0))
+    loss, logits, parts = objective(
+        m, x, y, kind, h=0.05, eps=2 / 255, generator=torch.Generator().manual_seed(0)
+    )
     assert logits.shape == (6, 3) and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in m.parameters())

@@ -8,16 +8,16 @@ from geodistill.evaluate.robust import eps_label, fixed_subset  # noqa: E402
 
 
 def test_robust_eval_on_tiny_teacher_is_fast_and_sane(teacher, digits, rt):
-    idx = fixed_subset(len(digits.y_test), 48, seed=0)
+    idx = fixed_subset(len(digits.y_test), 32, seed=0)
     x, y = digits.float(digits.x_test[idx]), digits.y_test[idx]
-    scores = robust_accuracy(teacher.model, x, y, ["pgd100", "autoattack", "square", "cw", "mim"],
-                             [2 / 255, 16 / 255], rt, num_classes=10)
-    assert set(scores) == {"clean"} | {f"{a}@{e}" for a in ("pgd100", "autoattack", "square", "cw", "mim")
-                                       for e in ("2/255", "16/255")}
+    attacks = ["pgd100", "autoattack", "square", "cw", "mim"]
+    scores = robust_accuracy(teacher.model, x, y, attacks, [8 / 255], rt, num_classes=10)
+    assert set(scores) == {"clean"} | {f"{a}@8/255" for a in attacks}
     assert sanity_flags(scores) == []
-    # a large radius must actually hurt a plainly trained model
-    assert scores["pgd100@16/255"] < scores["clean"] - 0.1
     assert all(0 <= v <= 1 for v in scores.values())
+    # the radius must actually hurt a plainly trained model (the attacks do something)
+    assert scores["pgd100@8/255"] < scores["clean"]
+    assert scores["autoattack@8/255"] <= scores["pgd100@8/255"]
 
 
 def test_sanity_flags_catch_masking_and_failures():

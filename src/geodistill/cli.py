@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import time
 from pathlib import Path
@@ -137,19 +138,41 @@ def _parse_overrides(extra: list[str], sets: list[str]) -> dict:
     return out
 
 
+def _terminate(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args, extra = ap.parse_known_args(argv)
+    if extra and args.cmd != "run":
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    previous = signal.signal(signal.SIGTERM, _terminate)  # unwind (temp files removed) on SIGTERM
     try:
-        if extra and args.cmd != "run":
-            ap.error(f"unrecognized arguments: {' '.join(extra)}")
         return _dispatch(args, extra)
     except GeodistillError as e:
         print(f"geodistill: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("geodistill: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(
+            "geodistill: interrupted; finished work is saved, rerun with --resume to continue",
+            file=sys.stderr,
+        )
         return 130
+    except MemoryError:
+        print("geodistill: error: out of memory; lower the batch size (see --max-memory)", file=sys.stderr)
+        return 3
+    except RuntimeError as e:
+        if "out of memory" not in str(e).lower():
+            raise
+        print(
+            f"geodistill: error: out of device memory ({str(e).splitlines()[0]}); lower the batch "
+            "size or pass --max-memory to check batches before starting",
+            file=sys.stderr,
+        )
+        return 3
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _runtime(args):

@@ -66,6 +66,7 @@ class DistillConfig:
     barycenter: str = "fast"  # exact | fast | sliced
     weighted: bool = False  # learn barycenter weights (False: uniform, as in the authors' runs)
     crop_scale: tuple[float, float] = (0.5, 1.0)  # random-resized-crop scale during synthesis
+    max_memory: str = ""  # e.g. 8GB: refuse up front a batch estimated not to fit
     seed: int = 0
 
 
@@ -87,6 +88,7 @@ class EvalConfig:
     attacks: list[str] = field(default_factory=list)  # pgd100, autoattack, square, cw, mim
     eps: list[float] = field(default_factory=lambda: [2 / 255])  # L-inf radii in pixel units
     attack_samples: int = 1000  # seeded subset of the test split attacked (0: all)
+    max_memory: str = ""  # e.g. 8GB: refuse up front a batch estimated not to fit
 
 
 @dataclass

@@ -59,8 +59,8 @@ def compute_class_stats(
 ) -> ClassStats:
     """One pass over ``data.x_train`` with ``model`` in eval mode.
 
-    BN moments are pooled exactly across batches from float64 per-class sums of ``x`` and
-    ``x²`` (not by averaging per-batch variances, which would be wrong).
+    BN moments are pooled exactly across batches from per-class sums of ``x`` and ``x²``
+    accumulated in float64 (not by averaging per-batch variances, which would be wrong).
     """
     model.eval()
     k = data.num_classes
@@ -72,16 +72,18 @@ def compute_class_stats(
 
     def hook(name):
         def fn(_mod, inp, _out):
-            x = inp[0].double()
+            x = inp[0].float()
+            x = x.flatten(2) if x.ndim > 2 else x[:, :, None]  # [B, C, pixels]
             y = labels_now[0]
             c = x.shape[1]
             if name not in sums:
                 sums[name] = torch.zeros(k, c, dtype=torch.float64, device=x.device)
                 sqs[name] = torch.zeros(k, c, dtype=torch.float64, device=x.device)
                 counts[name] = torch.zeros(k, dtype=torch.float64, device=x.device)
-            per = x[0, 0].numel()
-            sums[name].index_add_(0, y, x.sum((2, 3)) if x.ndim == 4 else x)
-            sqs[name].index_add_(0, y, (x * x).sum((2, 3)) if x.ndim == 4 else x * x)
+            per = x.shape[2]
+            # per-image sums in float32 (a few thousand terms), accumulated across images in float64
+            sums[name].index_add_(0, y, x.sum(2).double())
+            sqs[name].index_add_(0, y, torch.linalg.vector_norm(x, dim=2).double().square())
             counts[name].index_add_(
                 0, y, torch.full((len(y),), float(per), dtype=torch.float64, device=x.device)
             )

@@ -113,7 +113,9 @@ def load_npz(path: str | Path) -> ClassData:
         elif np.issubdtype(a.dtype, np.floating):
             if not np.isfinite(a).all():
                 idx = np.argwhere(~np.isfinite(a))[0]
-                raise GeodistillError(f"{path}: {k} contains NaN/Inf (first at index {tuple(idx)})")
+                raise GeodistillError(
+                    f"{path}: {k} contains NaN/Inf (first at index {tuple(int(i) for i in idx)})"
+                )
             arrays[k] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         else:
             raise GeodistillError(f"{path}: {k} has dtype {a.dtype}; want uint8 or float in [0, 1]")

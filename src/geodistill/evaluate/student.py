@@ -17,6 +17,7 @@ from ..distilled import DistilledSet
 from ..distributed import all_gather_objects, shard
 from ..models import Classifier, create_model
 from ..optim import cosine, make_optimizer
+from ..resources import check_batch_fits
 from ..runtime import Runtime, generator
 from .metrics import accuracy
 from .robust import fixed_subset, robust_accuracy, sanity_flags
@@ -135,6 +136,16 @@ def evaluate_distilled(
             f"distilled set classes {ds.class_names[:5]}... do not match "
             f"the dataset's {data.class_names[:5]}..."
         )
+    check_batch_fits(
+        teacher,
+        data.image_shape,
+        min(cfg.batch_size, len(ds.labels)),
+        rt.device,
+        cfg.max_memory,
+        what="student training",
+        hint="lower evaluate.batch_size",
+        models=2,
+    )
     t0 = time.perf_counter()
     runs = []
     for seed in shard(list(range(cfg.seed, cfg.seed + cfg.seeds))):

@@ -18,6 +18,7 @@ from ..data import ClassData, random_resized_crop
 from ..distilled import DistilledSet
 from ..distributed import all_gather_objects, shard
 from ..models import Classifier
+from ..resources import check_batch_fits
 from ..runtime import Runtime, device_name, generator, versions
 from ..stats import ClassStats
 from .losses import BNMatcher, feature_matching
@@ -179,6 +180,15 @@ def distill(
         from ..files import GeodistillError
 
         raise GeodistillError("class statistics were computed for different classes than the dataset")
+    check_batch_fits(
+        teacher,
+        data.image_shape,
+        min(cfg.batch_classes, data.num_classes) * cfg.ipc,
+        rt.device,
+        cfg.max_memory,
+        what=f"{cfg.method} synthesis",
+        hint="lower distill.batch_classes (classes optimized together)",
+    )
     teacher.eval()
     req = [p.requires_grad for p in teacher.parameters()]
     teacher.requires_grad_(False)
