@@ -37,3 +37,21 @@ def test_class_mismatch_is_refused(teacher, digits, rt):
     ds.class_names = [f"x{i}" for i in range(10)]
     with pytest.raises(Exception, match="do not match"):
         evaluate_distilled(ds, teacher.model, digits, EvalConfig(epochs=1, seeds=1), rt)
+
+
+def test_completed_students_are_not_retrained(teacher, digits, rt):
+    ds = select_random(digits, 2, seed=0)
+    cfg = EvalConfig(epochs=2, seeds=2, batch_size=20)
+    fake = {"seed": 0, "top1": 0.5, "top5": 0.9, "seconds": 1.0}
+    trained = []
+    score = evaluate_distilled(
+        ds,
+        teacher.model,
+        digits,
+        cfg,
+        rt,
+        completed=[fake],
+        on_student=lambda m, r: trained.append(r["seed"]),
+    )
+    assert trained == [1] and [r["seed"] for r in score.runs] == [0, 1]
+    assert score.runs[0] is fake or score.runs[0] == fake

@@ -211,22 +211,24 @@ def _balanced_refine(x, y, max_iter, tol):
     return y, torch.from_numpy(b), min(cost, prev)
 
 
-def _sliced(
-    x: torch.Tensor, y: torch.Tensor, g: torch.Generator, iters: int, n_proj: int = 128, step: float = 0.5
-) -> torch.Tensor:
-    """Fixed-point descent on the sliced W2 between ``x`` and uniform atoms ``y``."""
+def _sliced(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, iters: int, n_proj: int = 128,
+            step: float = 1.0) -> torch.Tensor:
+    """Block-coordinate descent on the sliced W2 between ``x`` and uniform atoms ``y``.
+
+    Each iteration draws ``n_proj`` orthonormal directions and moves every atom, along each
+    direction, to its 1-D optimal (quantile) position: iterative distribution transfer
+    (Pitié et al. 2007; Bonneel et al. 2015) restricted to a random subspace.
+    """
     n, d = x.shape
     k = len(y)
     bounds = torch.round(torch.arange(k + 1, dtype=torch.float64) * n / k).long()
     y = y.clone()
     for _ in range(iters):
-        theta = torch.randn(d, n_proj, generator=g, dtype=torch.float64)
-        theta /= theta.norm(dim=0, keepdim=True)
+        theta, _ = torch.linalg.qr(torch.randn(d, min(n_proj, d), generator=g, dtype=torch.float64))
         px = (x @ theta).sort(0).values  # [n, L]
-        cs = torch.cat([torch.zeros(1, n_proj, dtype=torch.float64), px.cumsum(0)])
+        cs = torch.cat([torch.zeros(1, px.shape[1], dtype=torch.float64), px.cumsum(0)])
         target = (cs[bounds[1:]] - cs[bounds[:-1]]) / (bounds[1:] - bounds[:-1])[:, None]  # [k, L]
         py = y @ theta
-        rank = py.argsort(0).argsort(0)  # each atom's rank along every projection
-        resid = torch.gather(target, 0, rank) - py  # [k, L]
-        y += step * (d / n_proj) * resid @ theta.T
+        rank = py.argsort(0).argsort(0)  # each atom's rank along every direction
+        y += step * (torch.gather(target, 0, rank) - py) @ theta.T
     return y

@@ -59,12 +59,3 @@ def all_gather_objects(obj) -> list:
     out = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj):
-    d = current()
-    if not d.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

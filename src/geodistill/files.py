@@ -10,7 +10,6 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -112,8 +111,3 @@ def prepare_out_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
         )
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def cached(path: Path, make: Callable[[], Any], load: Callable[[Path], Any]) -> Any:
-    """Return ``load(path)`` if it exists, else ``make()`` (which must write ``path``)."""
-    return load(path) if path.exists() else make()

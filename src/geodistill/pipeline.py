@@ -4,6 +4,7 @@ finished artifact or epoch is loaded instead of recomputed."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -26,7 +27,7 @@ from .data.sources import default_cache_dir
 from .distilled import DistilledSet
 from .distributed import barrier, current
 from .evaluate import attack_scores, evaluate_distilled, sanity_flags
-from .files import GeodistillError, load_tensors, save_tensors
+from .files import GeodistillError, load_tensors, read_json, save_tensors, write_json
 from .models import Classifier, load_checkpoint, save_checkpoint
 from .runtime import Runtime, device_name, versions
 from .stats import ClassStats, compute_class_stats
@@ -214,6 +215,44 @@ def distill_stage(
 # --- the whole pipeline --------------------------------------------------------------------
 
 
+def evaluate_resumable(
+    ds: DistilledSet,
+    teacher: Classifier,
+    tmeta: dict,
+    data: ClassData,
+    cfg: EvalConfig,
+    rt: Runtime,
+    folder: Path,
+    *,
+    resume: bool = False,
+    log: Log = print,
+):
+    """Evaluate, recording each finished student in ``folder/students.json`` so that a resumed
+    run does not retrain it (entries are keyed by the eval config, teacher and images)."""
+    path = folder / "students.json"
+    key = {
+        "evaluate": to_dict(cfg),
+        "teacher": tmeta.get("sha256"),
+        "images": hashlib.sha256(ds.images.numpy().tobytes()).hexdigest(),
+    }
+    runs: list[dict] = []
+    if resume and path.exists():
+        saved = read_json(path)
+        if saved.get("key") == key:
+            runs = saved["runs"]
+            if runs:
+                log(f"  resuming evaluation: seeds {[r['seed'] for r in runs]} already done")
+
+    def on_student(_model, run):
+        runs.append(run)
+        if current().main:
+            write_json(path, {"key": key, "runs": runs})
+
+    return evaluate_distilled(
+        ds, teacher, data, cfg, rt, log=log, on_student=on_student, completed=list(runs)
+    )
+
+
 def parse_method(name: str) -> tuple[str, str]:
     """``"wmdd+guard"`` -> ``("wmdd", "guard")``: the method and its teacher variant."""
     base, _, variant = name.partition("+")
@@ -282,7 +321,9 @@ def run_pipeline(cfg: RunConfig, out: Path, rt: Runtime, *, resume: bool = False
         )
         t_distill = time.perf_counter() - t1
         log(f"{m}: evaluating {cfg.evaluate.seeds} student(s)")
-        score = evaluate_distilled(ds, teacher, data, cfg.evaluate, rt, log=log)
+        score = evaluate_resumable(
+            ds, teacher, tmeta, data, cfg.evaluate, rt, out / m.replace("+", "_"), resume=resume, log=log
+        )
         methods[m] = {
             **score.as_dict(),
             "seconds": t_distill + score.seconds,

@@ -1,13 +1,12 @@
 """Data sources, the validated in-memory ``ClassData`` artifact, and batched augmentation."""
 
-from .augment import cutmix, flip, random_resized_crop, shift_crop, train_augment
+from .augment import cutmix, random_resized_crop, shift_crop, train_augment
 from .classdata import ClassData
 from .sources import load_dataset
 
 __all__ = [
     "ClassData",
     "cutmix",
-    "flip",
     "load_dataset",
     "random_resized_crop",
     "shift_crop",

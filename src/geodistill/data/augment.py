@@ -76,12 +76,6 @@ def shift_crop(
     return _warp(x, _flip_sign(n, hflip, generator, dev), ones, 2 * shifts[0] / wid, 2 * shifts[1] / hgt)
 
 
-def flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Flip each sample horizontally with probability 1/2."""
-    mask = _uniform(x.shape[0], 0, 1, generator, x.device) < 0.5
-    return torch.where(mask[:, None, None, None], x.flip(-1), x)
-
-
 def train_augment(
     x: torch.Tensor,
     *,

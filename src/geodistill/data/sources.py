@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from ..files import GeodistillError, load_tensors, save_tensors
+from ..files import GeodistillError
 from .classdata import ClassData
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -271,15 +271,3 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("GEODISTILL_CACHE", Path.home() / ".cache" / "geodistill"))
-
-
-__all__ = [
-    "load_dataset",
-    "load_digits",
-    "load_folder",
-    "load_npz",
-    "load_torchvision",
-    "load_tensors",
-    "save_tensors",
-    "default_cache_dir",
-]

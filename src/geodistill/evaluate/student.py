@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from ..config import EvalConfig
 from ..data import ClassData, cutmix, random_resized_crop
 from ..distilled import DistilledSet
-from ..distributed import all_gather_objects, shard
+from ..distributed import all_gather_objects, current, shard
+from ..files import GeodistillError
 from ..models import Classifier, create_model
 from ..optim import cosine, make_optimizer
 from ..resources import check_batch_fits
@@ -127,11 +128,14 @@ def evaluate_distilled(
     *,
     log: Callable[[str], None] = lambda s: None,
     on_student: Callable[[Classifier, dict], None] | None = None,
+    completed: list[dict] | None = None,
 ) -> MethodScore:
-    """Train ``cfg.seeds`` students (sharded across torchrun ranks); mean and std of accuracy."""
-    if list(ds.class_names) != list(data.class_names):
-        from ..files import GeodistillError
+    """Train ``cfg.seeds`` students (sharded across torchrun ranks); mean and std of accuracy.
 
+    ``completed`` holds runs of a resumed evaluation (their seeds are not retrained);
+    ``on_student(model, run)`` is called as each new student finishes.
+    """
+    if list(ds.class_names) != list(data.class_names):
         raise GeodistillError(
             f"distilled set classes {ds.class_names[:5]}... do not match "
             f"the dataset's {data.class_names[:5]}..."
@@ -147,8 +151,9 @@ def evaluate_distilled(
         models=2,
     )
     t0 = time.perf_counter()
-    runs = []
-    for seed in shard(list(range(cfg.seed, cfg.seed + cfg.seeds))):
+    done = {r["seed"]: r for r in completed or [] if cfg.seed <= r["seed"] < cfg.seed + cfg.seeds}
+    runs = list(done.values()) if current().main else []
+    for seed in shard([s for s in range(cfg.seed, cfg.seed + cfg.seeds) if s not in done]):
         student, run = train_student(ds, teacher, data, cfg, rt, seed)
         log(f"  student seed {seed}: top1 {run['top1']:.4f} top5 {run['top5']:.4f} ({run['seconds']:.1f}s)")
         if cfg.attacks:

@@ -17,6 +17,7 @@ from ..config import DistillConfig
 from ..data import ClassData, random_resized_crop
 from ..distilled import DistilledSet
 from ..distributed import all_gather_objects, shard
+from ..files import GeodistillError
 from ..models import Classifier
 from ..resources import check_batch_fits
 from ..runtime import Runtime, device_name, generator, versions
@@ -177,8 +178,6 @@ def distill(
     if strategy.barycenter and stats is None:
         raise ValueError(f"method {cfg.method!r} needs class statistics")
     if stats is not None and list(stats.class_names) != list(data.class_names):
-        from ..files import GeodistillError
-
         raise GeodistillError("class statistics were computed for different classes than the dataset")
     check_batch_fits(
         teacher,
