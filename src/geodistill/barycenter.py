@@ -211,8 +211,9 @@ def _balanced_refine(x, y, max_iter, tol):
     return y, torch.from_numpy(b), min(cost, prev)
 
 
-def _sliced(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, iters: int, n_proj: int = 128,
-            step: float = 1.0) -> torch.Tensor:
+def _sliced(
+    x: torch.Tensor, y: torch.Tensor, g: torch.Generator, iters: int, n_proj: int = 128, step: float = 1.0
+) -> torch.Tensor:
     """Block-coordinate descent on the sliced W2 between ``x`` and uniform atoms ``y``.
 
     Each iteration draws ``n_proj`` orthonormal directions and moves every atom, along each

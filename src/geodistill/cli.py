@@ -226,13 +226,17 @@ def _dispatch(args, extra) -> int:
         metrics = pipeline.run_pipeline(cfg, out, rt, resume=args.resume, log=log)
         log(f"wrote {out / 'metrics.json'}, {out / 'report.md'} and image grids in {metrics['seconds']:.1f}s")
         return 0
-    rt = _runtime(args)
-    log = _logger(args)
-    data = pipeline.load_data(_data_cfg(args))
+    # check the output before the process group exists: no rank can have written to it yet
     if args.cmd == "squeeze":
         out = Path(args.out)
         if out.exists() and not (args.overwrite or args.resume):
             raise GeodistillError(f"{out}: exists; pass --overwrite to replace it")
+    else:
+        out = prepare_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
+    rt = _runtime(args)
+    log = _logger(args)
+    data = pipeline.load_data(_data_cfg(args))
+    if args.cmd == "squeeze":
         pipeline.squeeze_stage(data, _build(SqueezeConfig, args), rt, out, resume=args.resume, log=log)
         log(f"wrote {out}")
         return 0
@@ -240,7 +244,6 @@ def _dispatch(args, extra) -> int:
 
     teacher, tmeta = load_checkpoint(args.teacher, class_names=data.class_names, image_shape=data.image_shape)
     teacher = rt.prepare(teacher)
-    out = prepare_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
     if args.cmd == "distill":
         ds = pipeline.distill_stage(
             teacher, tmeta, data, _build(DistillConfig, args), rt, out, resume=args.resume, log=log

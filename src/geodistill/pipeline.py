@@ -49,7 +49,7 @@ def load_data(cfg: DataConfig) -> ClassData:
 # --- squeeze -------------------------------------------------------------------------------
 
 
-def _save_state(path: Path, st: TrainState) -> None:
+def _save_state(path: Path, st: TrainState, cfg: SqueezeConfig) -> None:
     opt = st.optimizer
     tensors = {f"model/{k}": v for k, v in st.model.items()}
     plain: dict = {}
@@ -62,12 +62,21 @@ def _save_state(path: Path, st: TrainState) -> None:
     save_tensors(
         path,
         tensors,
-        {"epoch": st.epoch, "history": st.history, "param_groups": opt["param_groups"], "plain": plain},
+        {
+            "epoch": st.epoch,
+            "history": st.history,
+            "param_groups": opt["param_groups"],
+            "plain": plain,
+            "squeeze": to_dict(cfg),
+        },
     )
 
 
-def _load_state(path: Path) -> TrainState:
+def _load_state(path: Path, cfg: SqueezeConfig) -> TrainState | None:
+    """The saved training state, or ``None`` when it belongs to a different squeeze config."""
     t, meta = load_tensors(path)
+    if meta.get("squeeze") != to_dict(cfg):
+        return None
     state: dict = {}
     for key, v in t.items():
         if key.startswith("opt/"):
@@ -101,11 +110,11 @@ def squeeze_stage(
             "use another output path or --overwrite"
         )
     state_path = out.with_name(out.stem + ".state.safetensors")
-    start = _load_state(state_path) if resume and state_path.exists() else None
+    start = _load_state(state_path, cfg) if resume and state_path.exists() else None
     if start is not None:
         log(f"teacher: resuming after epoch {start.epoch} from {state_path}")
     d = current()
-    on_epoch = (lambda st: _save_state(state_path, st)) if d.main else None
+    on_epoch = (lambda st: _save_state(state_path, st, cfg)) if d.main else None
     res = train_teacher(data, cfg, rt, start=start, on_epoch=on_epoch, log=log)
     meta = {
         "class_names": data.class_names,

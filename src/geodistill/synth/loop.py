@@ -131,6 +131,11 @@ def optimize_group(
             opt.step()
             with torch.no_grad():
                 x.clamp_(0, 1)
+            if (it + 1) % max(1, cfg.iterations // 5) == 0 and it + 1 < cfg.iterations:
+                log(
+                    f"classes {classes[0]}-{classes[-1]}: iteration {it + 1}/{cfg.iterations} "
+                    f"loss {float(loss.detach()):.4f} ({time.perf_counter() - t0:.0f}s)"
+                )
     finally:
         if bn is not None:
             bn.remove()
