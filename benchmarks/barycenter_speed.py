@@ -1,8 +1,8 @@
 """W2 cost and wall time of the barycenter solvers on real teacher features.
 
-    python benchmarks/barycenter_speed.py runs/bench/cifar10_ipc10/stats.safetensors
+    python benchmarks/barycenter_speed.py runs/bench/cifar10_ipc10/stats.safetensors [N_CLASSES]
 
-Uses the first three classes of a saved ClassStats (CIFAR-10 ConvNet-3: 5,000 x 2,048 per
+Uses the first N_CLASSES (default 3) classes of a saved ClassStats (CIFAR-10 ConvNet-3: 5,000 x 2,048 per
 class); writes benchmarks/results/barycenter_speed.{json,md}.
 """
 
@@ -22,8 +22,9 @@ from geodistill.barycenter import w2_cost, wasserstein_barycenter
 from geodistill.stats import ClassStats
 
 stats = ClassStats.load(sys.argv[1])
+n_classes = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 rows = []
-for c in range(3):
+for c in range(n_classes):
     feats = stats.class_features(c)
     for k in (10, 50):
         for method in ("exact", "fast", "sliced"):

@@ -25,15 +25,16 @@ from .config import (
 from .files import GeodistillError, prepare_out_dir
 
 
-def _add_fields(p: argparse.ArgumentParser, cls, *, skip=(), prefix: str = "") -> None:
+def _add_fields(p: argparse.ArgumentParser, cls, *, skip=()) -> None:
+    """One ``--field-name`` flag per dataclass field; values are parsed by the config module."""
     g = p.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         g.add_argument(
-            f"--{prefix}{f.name.replace('_', '-')}",
-            dest=f"{prefix}{f.name}",
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
             default=None,
             metavar="V",
             help=f"default: {default!r}",
