@@ -74,7 +74,9 @@ def _rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     ]
     rows = []
     for name, m in metrics["methods"].items():
-        rel = m["top1"] / t["top1"] if t["top1"] else float("nan")
+        own = metrics.get("teacher_guard") if name.endswith("+guard") else None
+        base = (own or t)["top1"]  # each method relative to the teacher that made and relabelled it
+        rel = m["top1"] / base if base else float("nan")
         rob = [_pct(m.get("robust", {}).get(k)) for k in rkeys]
         rows.append(
             [
