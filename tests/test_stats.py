@@ -39,3 +39,17 @@ def test_stats_save_load(tmp_path, stats):
     s2 = ClassStats.load(tmp_path / "s.safetensors")
     assert s2.class_names == stats.class_names and list(s2.bn_mean) == list(stats.bn_mean)
     assert torch.equal(s2.features, stats.features)
+
+
+def test_saved_stats_are_reused_only_for_the_same_teacher(tmp_path, teacher, digits, rt, monkeypatch):
+    from geodistill import pipeline
+
+    path = tmp_path / "s.safetensors"
+    pipeline.stats_stage(teacher.model, {"sha256": "aaa"}, digits, rt, path)
+    calls = []
+    real = pipeline.compute_class_stats
+    monkeypatch.setattr(pipeline, "compute_class_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pipeline.stats_stage(teacher.model, {"sha256": "aaa"}, digits, rt, path, resume=True)
+    assert calls == []
+    st = pipeline.stats_stage(teacher.model, {"sha256": "bbb"}, digits, rt, path, resume=True)
+    assert calls == [1] and st.teacher_sha256 == "bbb"

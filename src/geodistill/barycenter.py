@@ -57,10 +57,11 @@ def wasserstein_barycenter(
     - ``exact``: the paper's alternation. Positions by POT's free-support barycenter (exact
       OT plan, then barycentric projection) from ``n_atoms`` random data points; with
       ``weighted=True`` alternated with the exact weight update (Voronoi-cell masses).
-    - ``fast``: k-means++ + Lloyd in torch (best of 3 seeded starts). For ``weighted=True``
-      that is the optimum's form; for uniform weights it is refined by alternating exact
-      balanced assignments (OT with uniform marginals) and centroid updates, which never
-      increases the cost. Same objective as ``exact``, reached in fewer iterations.
+    - ``fast``: two seeded starts, ``exact``'s own and a k-means++ one (float32 Lloyd in
+      torch). Uniform weights: both refined by alternating exact balanced assignments (OT
+      to uniform atoms) and centroid updates, the better kept, so never above ``exact``.
+      ``weighted=True``: Lloyd (the optimum's form) from POT's uniform solution and from the
+      k-means++ start, the better kept, so never above POT's uniform barycenter.
     - ``sliced``: sliced-Wasserstein ablation — minimizes the average over random 1-D
       projections of :math:`W_2^2`, from the ``fast`` initialization (uniform weights).
 
@@ -130,6 +131,59 @@ def _exact(x, k, weighted, g, max_iter, tol):
     return y, b
 
 
+def _kmeanspp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding: ``k`` data points, each drawn with probability ∝ squared distance."""
+    n = len(x)
+    first = torch.randint(n, (1,), generator=g)
+    y = [x[first]]
+    d2 = ((x - y[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        nxt = (
+            torch.multinomial(d2 / d2.sum(), 1, generator=g)
+            if d2.sum() > 0
+            else torch.randint(n, (1,), generator=g)
+        )
+        y.append(x[nxt])
+        d2 = torch.minimum(d2, ((x - x[nxt]) ** 2).sum(1))
+    return torch.cat(y).clone()
+
+
+def lloyd(x: torch.Tensor, y: torch.Tensor, *, max_iter: int = 100, tol: float = 1e-7):
+    """Lloyd iterations from atoms ``y [k, d]`` (float32 distances, float64 means).
+
+    Returns ``(centroids [k, d], masses [k], labels [n], inertia)``; the inertia
+    ``mean_i min_j ||x_i - y_j||^2`` never increases along the iterations. An atom whose
+    cell empties is moved to the point farthest from its atom.
+    """
+    n, k = len(x), len(y)
+    x32 = x.float()
+    xx = (x32 * x32).sum(1, keepdim=True)
+    y = y.clone()
+
+    def assign(y):
+        y32 = y.float()
+        d2 = (xx - 2 * x32 @ y32.T + (y32 * y32).sum(1)).clamp_min_(0)
+        return d2.min(1)
+
+    prev = np.inf
+    for _ in range(max_iter):
+        dmin, idx = assign(y)
+        inertia = float(dmin.double().mean())
+        if inertia >= prev * (1 - tol):
+            break
+        prev = inertia
+        mass = torch.bincount(idx, minlength=k)
+        sums = torch.zeros(k, x.shape[1], dtype=x32.dtype).index_add_(0, idx, x32).to(y.dtype)
+        full = mass > 0
+        y[full] = sums[full] / mass[full, None]
+        empty = (~full).nonzero().flatten()
+        if len(empty):
+            y[empty] = x[dmin.argsort(descending=True)[: len(empty)]]
+    dmin, idx = assign(y)
+    inertia = float(sqdist(x, y).gather(1, idx[:, None]).mean())
+    return y, torch.bincount(idx, minlength=k).double() / n, idx, inertia
+
+
 def kmeans(
     x: torch.Tensor,
     k: int,
@@ -140,58 +194,29 @@ def kmeans(
     tol: float = 1e-7,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """k-means++ then Lloyd. ``x [n, d]`` → ``(centroids [k, d], masses [k], labels [n])``,
-    best of ``n_init`` restarts by inertia :math:`\\frac1n\\sum_i \\min_j\\|x_i-y_j\\|^2`."""
-    n = len(x)
-    best = None
-    for _ in range(n_init):
-        first = torch.randint(n, (1,), generator=generator)
-        y = [x[first]]
-        d2 = ((x - y[0]) ** 2).sum(1)
-        for _ in range(1, k):
-            nxt = (
-                torch.multinomial(d2 / d2.sum(), 1, generator=generator)
-                if d2.sum() > 0
-                else torch.randint(n, (1,), generator=generator)
-            )
-            y.append(x[nxt])
-            d2 = torch.minimum(d2, ((x - x[nxt]) ** 2).sum(1))
-        y = torch.cat(y).clone()
-        prev = np.inf
-        for _ in range(max_iter):
-            idx, dist = _voronoi(x, y)
-            if _reseed_empty(x, y, idx, dist):
-                idx, dist = _voronoi(x, y)
-            inertia = float((dist**2).mean())
-            y = torch.zeros_like(y).index_add_(0, idx, x) / torch.bincount(idx, minlength=k)[:, None]
-            if inertia >= prev * (1 - tol):
-                break
-            prev = inertia
-        idx, dist = _voronoi(x, y)
-        inertia = float((dist**2).mean())
-        if best is None or inertia < best[0]:
-            best = (inertia, y, idx)
-    _, y, idx = best
-    return y, torch.bincount(idx, minlength=k).double() / n, idx
+    best of ``n_init`` restarts by inertia."""
+    best = min(
+        (lloyd(x, _kmeanspp(x, k, generator), max_iter=max_iter, tol=tol) for _ in range(n_init)),
+        key=lambda r: r[3],
+    )
+    return best[0], best[1], best[2]
 
 
-def _fast(x, k, weighted, g, max_iter, tol, n_init: int = 3):
-    """Best of ``n_init`` seeded starts. For uniform weights the first start is the same
-    random-data-point init as ``exact``, followed by the same alternation run to convergence,
-    so ``fast`` never ends above ``exact`` for the same seed; k-means++ starts add the rest."""
-    best = None
-    for r in range(n_init):
-        if weighted:
-            y, mass, _ = kmeans(x, k, generator=g, n_init=1, max_iter=max_iter, tol=tol)
-            cost = float(sqdist(x, y).min(1).values.mean())
-        else:
-            if r == 0:
-                y = x[torch.randperm(len(x), generator=g)[:k]].clone()
-            else:
-                y = kmeans(x, k, generator=g, n_init=1, max_iter=max_iter, tol=tol)[0]
-            y, mass, cost = _balanced_refine(x, y, max_iter, tol)
-        if best is None or cost < best[0]:
-            best = (cost, y, mass)
-    return best[1], best[2]
+def _fast(x, k, weighted, g, max_iter, tol):
+    """Two starts: ``exact``'s own (POT's alternation from the same seeded data points) and a
+    k-means++ start. Uniform weights: both refined by the balanced alternation, best kept, so
+    never above ``exact``. Learned weights: Lloyd from POT's uniform solution (cell masses
+    can only lower its cost) and from the k-means++ start, best kept."""
+    y_ref, b_ref, cost_ref = _balanced_refine(
+        x, x[torch.randperm(len(x), generator=g)[:k]].clone(), max_iter, tol
+    )
+    y_pp = _kmeanspp(x, k, g)
+    if weighted:
+        cands = [lloyd(x, y0, max_iter=max_iter, tol=tol) for y0 in (y_ref, y_pp)]
+        y, mass, _, _ = min(cands, key=lambda r: r[3])
+        return y, mass
+    y2, b2, cost2 = _balanced_refine(x, lloyd(x, y_pp, max_iter=max_iter, tol=tol)[0], max_iter, tol)
+    return (y_ref, b_ref) if cost_ref <= cost2 else (y2, b2)
 
 
 def _balanced_refine(x, y, max_iter, tol):

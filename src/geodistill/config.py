@@ -63,7 +63,9 @@ class DistillConfig:
     r_feat: float = 1.0  # barycenter feature-matching weight (wmdd)
     first_bn_multiplier: float = 10.0  # SRe2L's extra weight on the first BN layer
     init: str = "real"  # real (nearest real image to each atom) | noise
-    barycenter: str = "fast"  # exact | fast | sliced
+    barycenter: str = (
+        "exact"  # exact (POT, the paper's) | fast | sliced: see benchmarks/results/barycenter_speed.md
+    )
     weighted: bool = False  # learn barycenter weights (False: uniform, as in the authors' runs)
     crop_scale: tuple[float, float] = (0.5, 1.0)  # random-resized-crop scale during synthesis
     max_memory: str = ""  # e.g. 8GB: refuse up front a batch estimated not to fit

@@ -142,13 +142,20 @@ def squeeze_stage(
 
 
 def stats_stage(
-    teacher: Classifier, data: ClassData, rt: Runtime, path: Path | None, *, resume: bool = False
+    teacher: Classifier, tmeta: dict, data: ClassData, rt: Runtime, path: Path | None, *, resume: bool = False
 ) -> ClassStats:
+    """Class statistics of ``teacher``; with ``resume``, reused only if saved for the same teacher."""
+    sha = tmeta.get("sha256")
     if path is not None and resume and path.exists():
         st = ClassStats.load(path)
-        if st.class_names == list(data.class_names) and len(st.labels) == len(data.y_train):
+        if (
+            st.teacher_sha256 == sha
+            and st.class_names == list(data.class_names)
+            and len(st.labels) == len(data.y_train)
+        ):
             return st
     st = compute_class_stats(teacher, data, rt)
+    st.teacher_sha256 = sha
     if path is not None and current().main:
         st.save(path)
     return st
@@ -318,7 +325,7 @@ def run_pipeline(cfg: RunConfig, out: Path, rt: Runtime, *, resume: bool = False
         model, meta = squeeze_stage(
             data, scfg, rt, out / f"teacher{suffix}.safetensors", resume=resume, log=log
         )
-        st = stats_stage(model, data, rt, out / f"stats{suffix}.safetensors", resume=resume)
+        st = stats_stage(model, meta, data, rt, out / f"stats{suffix}.safetensors", resume=resume)
         teachers[variant] = (model, meta, st)
     methods, sets, flags = {}, {}, []
     for m, (base, variant) in parsed.items():

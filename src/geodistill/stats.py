@@ -30,6 +30,7 @@ class ClassStats:
     labels: torch.Tensor
     bn_mean: dict[str, torch.Tensor]
     bn_var: dict[str, torch.Tensor]
+    teacher_sha256: str | None = None  # the teacher these statistics belong to
 
     def class_features(self, c: int) -> torch.Tensor:
         return self.features[self.labels == c]
@@ -38,7 +39,15 @@ class ClassStats:
         t = {"features": self.features, "labels": self.labels}
         t |= {f"bn_mean/{k}": v for k, v in self.bn_mean.items()}
         t |= {f"bn_var/{k}": v for k, v in self.bn_var.items()}
-        save_tensors(path, t, {"class_names": self.class_names, "bn_layers": list(self.bn_mean)})
+        save_tensors(
+            path,
+            t,
+            {
+                "class_names": self.class_names,
+                "bn_layers": list(self.bn_mean),
+                "teacher_sha256": self.teacher_sha256,
+            },
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> ClassStats:
@@ -50,6 +59,7 @@ class ClassStats:
             t["labels"],
             {k: t[f"bn_mean/{k}"] for k in layers},
             {k: t[f"bn_var/{k}"] for k in layers},
+            meta.get("teacher_sha256"),
         )
 
 

@@ -95,8 +95,14 @@ def objective(
     eps: float = 2 / 255,
     label_smoothing: float = 0.0,
     generator: torch.Generator | None = None,
+    input_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``(loss, logits, parts)`` for one batch under regularizer ``kind`` (see ``REGULARIZERS``).
+
+    ``input_scale`` (the model's normalization std, averaged over channels) converts the
+    input-gradient penalties to the normalized units the papers use: a gradient w.r.t.
+    pixels is ``1/std`` times the gradient w.r.t. normalized inputs, so the curvature and
+    gradnorm terms are multiplied by ``input_scale`` and ``λ`` keeps the authors' meaning.
 
     - ``curvature``: CE + λ·mean‖∇ℓ(x+hz) − ∇ℓ(x)‖ (GUARD);  ``curvature-simple``: CE +
       λ·mean|ℓ(x+hz) − ℓ(x)|;  ``gradnorm``: CE + λ·mean‖∇ₓℓ(x)‖;
@@ -142,5 +148,7 @@ def objective(
         else:  # gradnorm
             reg = _per_sample_norm(input_grad(per_sample, x, create_graph=True)).mean()
         model.train(was)
+    if kind != "trades":
+        reg = reg * input_scale
     parts["reg"] = float(reg.detach())
     return loss + lam * reg, logits, parts

@@ -134,6 +134,7 @@ def train_teacher(
                     h=h,
                     eps=cfg.reg_eps,
                     label_smoothing=cfg.label_smoothing,
+                    input_scale=float(sum(model.spec["std"]) / len(model.spec["std"])),
                     generator=g,
                 )
             opt.zero_grad(set_to_none=True)
