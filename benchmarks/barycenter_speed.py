@@ -9,9 +9,6 @@ class); writes benchmarks/results/barycenter_speed.{json,md}.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import torch
 
 from geodistill.barycenter import w2_cost, wasserstein_barycenter
+from geodistill.runtime import machine
 from geodistill.stats import ClassStats
 
 stats = ClassStats.load(sys.argv[1])
@@ -47,13 +45,10 @@ for c in range(n_classes):
                     }
                 )
                 print(rows[-1], flush=True)
-cpu = subprocess.run(
-    ["sh", "-c", "lscpu | grep 'Model name' | cut -d: -f2"], capture_output=True, text=True
-).stdout
 out = {
     "command": "python " + " ".join(sys.argv),
     "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    "machine": f"{cpu.strip() or platform.processor()}, {os.cpu_count()} cores, no GPU",
+    "machine": machine(),
     "threads": torch.get_num_threads(),
     "rows": rows,
 }

@@ -8,9 +8,6 @@ learned weights, against SRe2L and random, all on one teacher with the demo's se
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -19,7 +16,7 @@ from pathlib import Path
 from geodistill.config import resolve
 from geodistill.evaluate import evaluate_distilled
 from geodistill.pipeline import load_data
-from geodistill.runtime import device_name, make_runtime, versions
+from geodistill.runtime import device_name, machine, make_runtime, versions
 from geodistill.stats import compute_class_stats
 from geodistill.synth import distill
 from geodistill.teacher import train_teacher
@@ -57,13 +54,10 @@ def main() -> None:
             "config": kw,
         }
         print(f"{name:40s} {100 * score.top1:6.2f} ± {100 * score.top1_std:4.2f}  ({t1:.1f}s)", flush=True)
-    cpu = subprocess.run(
-        ["sh", "-c", "lscpu | grep 'Model name' | cut -d: -f2"], capture_output=True, text=True
-    ).stdout.strip()
     out = {
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{cpu or platform.processor()}, {os.cpu_count()} cores, no GPU",
+        "machine": machine(),
         "device": device_name(rt.device),
         "versions": versions(),
         "teacher_top1": teacher.top1,

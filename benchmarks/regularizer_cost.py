@@ -10,9 +10,6 @@ the full test split (360 images).
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -23,7 +20,7 @@ import torch
 from geodistill.config import resolve
 from geodistill.evaluate import robust_accuracy
 from geodistill.pipeline import load_data
-from geodistill.runtime import make_runtime, versions
+from geodistill.runtime import machine, make_runtime, versions
 from geodistill.teacher import REGULARIZERS, train_teacher
 
 cfg = resolve("demo", {})
@@ -43,13 +40,10 @@ for reg in REGULARIZERS:
     )
     rows[reg] = {"seconds_per_epoch": res.seconds_per_epoch, "top1": res.top1, **rob, "h": res.h}
     print(reg, rows[reg], flush=True)
-cpu = subprocess.run(
-    ["sh", "-c", "lscpu | grep 'Model name' | cut -d: -f2"], capture_output=True, text=True
-).stdout
 out = {
     "command": "python " + " ".join(sys.argv),
     "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    "machine": f"{cpu.strip() or platform.processor()}, {os.cpu_count()} cores, no GPU",
+    "machine": machine(),
     "threads": torch.get_num_threads(),
     "versions": versions(),
     "rows": rows,

@@ -13,11 +13,11 @@ start=$(date -u +%FT%TZ)
 $cmd
 mkdir -p benchmarks/results
 python - "$out" "$name" "$cmd" "$start" <<'PY'
-import json, platform, subprocess, sys, os
+import json, sys
+from geodistill.runtime import machine
 out, name, cmd, start = sys.argv[1:]
 m = json.load(open(f"{out}/metrics.json"))
-cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
-m["benchmark"] = {"command": cmd, "started": start, "machine": f"{cpu or platform.processor()}, {os.cpu_count()} cores, no GPU"}
+m["benchmark"] = {"command": cmd, "started": start, "machine": machine()}
 json.dump(m, open(f"benchmarks/results/{name}.json", "w"), indent=2)
 report = open(f"{out}/report.md").read().split("## Distilled images")[0]
 open(f"benchmarks/results/{name}.md", "w").write(

@@ -36,3 +36,16 @@ def stats(teacher, digits, rt):
     from geodistill.stats import compute_class_stats
 
     return compute_class_stats(teacher.model, digits, rt)
+
+
+CLI_COMMON = ["--data", "digits", "--image-size", "8", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def cli_teacher(tmp_path):
+    """A 1-epoch convnet-tiny teacher written by `geodistill squeeze`; returns its path."""
+    from geodistill.cli import main
+
+    t = tmp_path / "t.safetensors"
+    assert main(["squeeze", *CLI_COMMON, "--arch", "convnet-tiny", "--epochs", "1", "--out", str(t)]) == 0
+    return t

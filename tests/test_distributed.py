@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
+from conftest import CLI_COMMON
 
-from geodistill.cli import main
 from geodistill.files import load_tensors
 
 
@@ -17,15 +17,12 @@ from geodistill.files import load_tensors
     and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
     reason="torchrun not installed",
 )
-def test_sharded_synthesis_matches_single_process(tmp_path):
-    t = tmp_path / "t.safetensors"
-    common = ["--data", "digits", "--image-size", "8", "--device", "cpu", "--quiet"]
-    assert main(["squeeze", *common, "--arch", "convnet-tiny", "--epochs", "1", "--out", str(t)]) == 0
+def test_sharded_synthesis_matches_single_process(tmp_path, cli_teacher):
     stage = [
         "distill",
-        *common,
+        *CLI_COMMON,
         "--teacher",
-        str(t),
+        str(cli_teacher),
         "--ipc",
         "2",
         "--iterations",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import CLI_COMMON
 from PIL import Image
 
 from geodistill.cli import main
@@ -129,28 +130,10 @@ def test_cli_refuses_pickle_teacher_with_clear_message(tmp_path, capsys):
     assert rc == 2 and "pickle files can run code" in capsys.readouterr().err
 
 
-def test_same_command_twice_gives_bit_identical_images(tmp_path):
-    t = tmp_path / "t.safetensors"
-    common = ["--data", "digits", "--image-size", "8", "--device", "cpu", "--quiet"]
-    assert main(["squeeze", *common, "--arch", "convnet-tiny", "--epochs", "1", "--out", str(t)]) == 0
+def test_same_command_twice_gives_bit_identical_images(tmp_path, cli_teacher):
     for run in ("a", "b"):
-        assert (
-            main(
-                [
-                    "distill",
-                    *common,
-                    "--teacher",
-                    str(t),
-                    "--ipc",
-                    "2",
-                    "--iterations",
-                    "5",
-                    "--out",
-                    str(tmp_path / run),
-                ]
-            )
-            == 0
-        )
+        args = ["distill", *CLI_COMMON, "--teacher", str(cli_teacher), "--ipc", "2", "--iterations", "5"]
+        assert main([*args, "--out", str(tmp_path / run)]) == 0
     a, _ = load_tensors(tmp_path / "a" / "distilled.safetensors")
     b, _ = load_tensors(tmp_path / "b" / "distilled.safetensors")
     assert torch.equal(a["images"], b["images"])
