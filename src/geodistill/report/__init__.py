@@ -112,7 +112,9 @@ def markdown(metrics: dict, grids: dict[str, str] | None = None) -> str:
         f"- classes: {metrics['num_classes']}, images per class (IPC): {metrics['ipc']}",
         _teacher_line("teacher", metrics["teacher"]),
     ]
-    if metrics.get("teacher_guard"):
+    if metrics.get("teacher_guard") and metrics["teacher_guard"].get("sha256") != metrics["teacher"].get(
+        "sha256"
+    ):
         lines.append(_teacher_line("GUARD teacher (for `+guard` methods)", metrics["teacher_guard"]))
     lines += [
         f"- device: {metrics.get('device', '?')}; date: {metrics.get('date', '?')}",
