@@ -22,12 +22,12 @@ from geodistill.synth import distill
 from geodistill.teacher import train_teacher
 
 VARIANTS = {
-    "wmdd (real init, fast barycenter)": dict(method="wmdd"),
-    "wmdd, noise init": dict(method="wmdd", init="noise"),
-    "wmdd, exact barycenter": dict(method="wmdd", barycenter="exact"),
+    "wmdd (real init, exact barycenter)": dict(method="wmdd", barycenter="exact"),
+    "wmdd, noise init": dict(method="wmdd", barycenter="exact", init="noise"),
+    "wmdd, fast barycenter": dict(method="wmdd", barycenter="fast"),
     "wmdd, sliced barycenter": dict(method="wmdd", barycenter="sliced"),
-    "wmdd, learned weights (k-means)": dict(method="wmdd", weighted=True),
-    "wmdd, no per-class BN (r_bn=0)": dict(method="wmdd", r_bn=0.0),
+    "wmdd, learned weights (exact)": dict(method="wmdd", barycenter="exact", weighted=True),
+    "wmdd, no per-class BN (r_bn=0)": dict(method="wmdd", barycenter="exact", r_bn=0.0),
     "sre2l (noise init)": dict(method="sre2l", init="noise"),
     "sre2l, real init": dict(method="sre2l"),
     "random real subset": dict(method="random"),

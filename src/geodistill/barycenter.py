@@ -176,9 +176,7 @@ def lloyd(x: torch.Tensor, y: torch.Tensor, *, max_iter: int = 100, tol: float =
         sums = torch.zeros(k, x.shape[1], dtype=x32.dtype).index_add_(0, idx, x32).to(y.dtype)
         full = mass > 0
         y[full] = sums[full] / mass[full, None]
-        empty = (~full).nonzero().flatten()
-        if len(empty):
-            y[empty] = x[dmin.argsort(descending=True)[: len(empty)]]
+        _reseed_empty(x, y, idx, dmin)  # dmin is squared: same order of distances
     dmin, idx = assign(y)
     inertia = float(sqdist(x, y).gather(1, idx[:, None]).mean())
     return y, torch.bincount(idx, minlength=k).double() / n, idx, inertia
