@@ -1,12 +1,18 @@
+"""GUARD's curvature terms and the adversarial baselines, each against an independent
+computation on fixed inputs (a wrong unit, reduction, direction or radius changes the value)."""
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from geodistill.teacher import REGULARIZERS, curvature_penalty, curvature_simple_penalty, default_h, objective
+from geodistill.models import create_model
+from geodistill.teacher import REGULARIZERS, curvature_penalty, curvature_simple_penalty, objective
+from geodistill.teacher.regularizers import DEFAULT_LAMBDA, _pgd, eval_bn_as_affine
 
 
 class Quadratic(nn.Module):
-    """Per-sample loss l(x) = 1/2 x^T A x with a learnable symmetric A: input Hessian = A."""
+    """Per-sample loss l(u) = 1/2 u^T A u with a learnable symmetric A: input Hessian = A."""
 
     def __init__(self, d: int):
         super().__init__()
@@ -14,50 +20,130 @@ class Quadratic(nn.Module):
         m = torch.randn(d, d, generator=g, dtype=torch.float64)
         self.a = nn.Parameter(m @ m.T + torch.eye(d, dtype=torch.float64))
 
-    def forward(self, x):
-        return 0.5 * torch.einsum("ni,ij,nj->n", x, self.a, x)
+    def forward(self, u):
+        return 0.5 * torch.einsum("ni,ij,nj->n", u, self.a, u)
 
 
-def test_curvature_penalty_equals_h_times_hessian_times_z():
+def test_curvature_penalty_is_h_times_hessian_direction_over_batch():
     q = Quadratic(5)
-    x = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    u = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     h = 0.3
-    pen = curvature_penalty(q, x, h)
-    g = x @ q.a.detach()  # gradient A x
-    z = g / g.norm(dim=1, keepdim=True)
-    expect = h * (z @ q.a.detach()).norm(dim=1)
-    torch.testing.assert_close(pen, expect, rtol=1e-10, atol=1e-12)
-    # the penalty is differentiable w.r.t. the model parameters (double backprop)
-    pen.mean().backward()
+    pen = curvature_penalty(q, u, h)
+    a = q.a.detach()
+    z = (u @ a) / (u @ a).norm(dim=1, keepdim=True)
+    # gradient of the batch-MEAN loss: every row carries 1/N (the authors' reduction)
+    torch.testing.assert_close(pen, h * (z @ a).norm(dim=1) / len(u), rtol=1e-6, atol=1e-9)
+    pen.mean().backward()  # differentiable w.r.t. the parameters (double backprop)
     assert q.a.grad is not None and q.a.grad.abs().sum() > 0
 
 
-def test_curvature_simple_penalty_is_loss_difference():
+def test_curvature_simple_penalty_is_batch_mean_loss_difference():
     q = Quadratic(3)
-    x = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    u = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     h = 0.1
-    g = x @ q.a.detach()
+    g = u @ q.a.detach()
     z = g / g.norm(dim=1, keepdim=True)
-    expect = (q(x + h * z) - q(x)).abs().detach()
-    torch.testing.assert_close(curvature_simple_penalty(q, x, h).detach(), expect)
+    expect = (q(u + h * z).mean() - q(u).mean()).abs().detach()
+    got = curvature_simple_penalty(q, u, h)
+    assert got.ndim == 0
+    torch.testing.assert_close(got.detach(), expect, rtol=1e-6, atol=1e-12)
 
 
-def test_default_h_scales_with_image_size():
-    assert default_h((3, 224, 224), [1.0] * 3) == pytest.approx(3.0)
-    assert default_h((3, 32, 32), [1.0] * 3) == pytest.approx(3.0 * 32 / 224)
-    assert default_h((3, 224, 224), [0.25] * 3) == pytest.approx(0.75)
+def _model(std):
+    m = create_model("convnet-tiny", num_classes=3, in_chans=1, image_size=8, mean=[0.3], std=[std], seed=0)
+    m.train()
+    m(torch.rand(16, 1, 8, 8))  # give BN non-trivial running statistics
+    return m
+
+
+def _batch():
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(6, 1, 8, 8, generator=g), torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+@pytest.mark.parametrize("std", [0.25, 1.0])
+def test_curvature_objective_is_in_normalized_units_with_the_authors_lambda(std):
+    m = _model(std)
+    x, y = _batch()
+    loss, logits, parts = objective(m, x, y, "curvature", h=3.0)
+    # independent: eval-mode model on u = (x - mean) / std, batch-mean CE, h = 3 in those units
+    m.eval()
+    body = lambda uu: m.head(m.body(uu))
+    u = (x - 0.3) / std
+    u.requires_grad_(True)
+    g0 = torch.autograd.grad(F.cross_entropy(body(u), y), u)[0]
+    z = (g0 + 1e-7) / (g0.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-7)  # the authors' epsilon
+    up = (u + 3.0 * z).detach().requires_grad_(True)
+    g1 = torch.autograd.grad(F.cross_entropy(body(up), y), up)[0]
+    expect = (g1 - g0).flatten(1).norm(dim=1).mean()
+    assert parts["reg"] == pytest.approx(expect.item(), rel=1e-4)
+    m.train()
+    clean = F.cross_entropy(m(x), y)
+    assert loss.item() == pytest.approx(clean.item() + DEFAULT_LAMBDA["curvature"] * parts["reg"], rel=1e-5)
+    assert DEFAULT_LAMBDA["curvature"] == 100.0 and DEFAULT_LAMBDA["curvature-simple"] == 1e-4
+    if std != 1.0:  # the same step taken in pixel units would give another value
+        pix = curvature_penalty(lambda xx: F.cross_entropy(m.eval()(xx), y, reduction="none"), x, 3.0).mean()
+        assert abs(pix.item() - parts["reg"]) > 0.05 * parts["reg"]
+
+
+def test_gradnorm_is_the_hand_computed_normalized_input_gradient():
+    m = _model(0.5)
+    x, y = _batch()
+    _, _, parts = objective(m, x, y, "gradnorm")
+    m.eval()
+    u = ((x - 0.3) / 0.5).requires_grad_(True)
+    per = F.cross_entropy(m.head(m.body(u)), y, reduction="none")
+    g = torch.autograd.grad(per.sum(), u)[0]  # per-sample gradients
+    assert parts["reg"] == pytest.approx(g.flatten(1).norm(dim=1).mean().item(), rel=1e-4)
+
+
+def test_affine_eval_bn_is_exact_for_values_and_second_order_gradients():
+    m = _model(0.5).eval()
+    x, y = _batch()
+    f = lambda uu: F.cross_entropy(m.head(m.body(uu)), y, reduction="none")
+    u = (x - 0.3) / 0.5
+    plain = curvature_penalty(f, u, 3.0).mean()
+    (gp,) = torch.autograd.grad(plain, m.body[0].weight)
+    with eval_bn_as_affine(m):
+        fast = curvature_penalty(f, u, 3.0).mean()
+        (gf,) = torch.autograd.grad(fast, m.body[0].weight)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(gf, gp, rtol=1e-4, atol=1e-7)
+    assert "forward" not in vars(m.body[1])  # the context manager restores the modules
+
+
+def test_pgd_examples_stay_in_the_ball_and_raise_the_loss():
+    m = _model(0.5).eval()
+    x, y = _batch()
+    obj = lambda xx: F.cross_entropy(m(xx), y)
+    eps = 8 / 255
+    adv = _pgd(x, obj, eps, 2.5 * eps / 7, 7, torch.Generator().manual_seed(0))
+    assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert (adv - x).abs().max() > 0.9 * eps  # the radius is actually used
+    assert obj(adv) > obj(x) + 1e-3
+
+
+@pytest.mark.parametrize("kind", ["fgsm", "pgd"])
+def test_adversarial_training_loss_is_above_clean_loss(kind):
+    m = _model(0.5)
+    x, y = _batch()
+    loss, _, _ = objective(m, x, y, kind, eps=16 / 255, generator=torch.Generator().manual_seed(0))
+    assert loss.item() > F.cross_entropy(m(x), y).item()
+
+
+def test_trades_term_is_positive_and_weighted_by_six():
+    m = _model(0.5)
+    x, y = _batch()
+    loss, logits, parts = objective(m, x, y, "trades", eps=16 / 255, generator=torch.Generator().manual_seed(0))
+    assert parts["reg"] > 1e-6
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item() + 6.0 * parts["reg"], rel=1e-5)
 
 
 @pytest.mark.parametrize("kind", REGULARIZERS)
 def test_every_objective_trains(kind):
-    from geodistill.models import create_model
-
     m = create_model("convnet-tiny", num_classes=3, in_chans=1, image_size=8, seed=0)
-    x = torch.rand(6, 1, 8, 8)
-    y = torch.tensor([0, 1, 2, 0, 1, 2])
-    loss, logits, parts = objective(
-        m, x, y, kind, h=0.05, eps=2 / 255, generator=torch.Generator().manual_seed(0)
-    )
+    x, y = _batch()
+    loss, logits, parts = objective(m, x, y, kind, eps=2 / 255, generator=torch.Generator().manual_seed(0))
     assert logits.shape == (6, 3) and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in m.parameters())

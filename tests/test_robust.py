@@ -1,36 +1,93 @@
+"""Attacks: our PGD and MIM equal torchattacks' step for step, every bounded attack uses and
+respects its radius and hurts a plain model, the sanity flags fire, and PGD needs no extra."""
+
+import sys
+
 import pytest
 import torch
 
-pytest.importorskip("torchattacks")
+from geodistill.evaluate import robust_accuracy, sanity_flags
+from geodistill.evaluate.robust import build_attack, eps_label, fixed_subset, mim, pgd
 
-from geodistill.evaluate import robust_accuracy, sanity_flags  # noqa: E402
-from geodistill.evaluate.robust import eps_label, fixed_subset  # noqa: E402
+EPS = 16 / 255
 
 
-def test_robust_eval_on_tiny_teacher_is_fast_and_sane(teacher, digits, rt):
-    idx = fixed_subset(len(digits.y_test), 32, seed=0)
-    x, y = digits.float(digits.x_test[idx]), digits.y_test[idx]
-    attacks = ["pgd100", "autoattack", "square", "cw", "mim"]
-    scores = robust_accuracy(teacher.model, x, y, attacks, [8 / 255], rt, num_classes=10)
-    assert set(scores) == {"clean"} | {f"{a}@8/255" for a in attacks}
-    assert sanity_flags(scores) == []
-    assert all(0 <= v <= 1 for v in scores.values())
-    # the radius must actually hurt a plainly trained model (the attacks do something)
-    assert scores["pgd100@8/255"] < scores["clean"]
-    assert scores["autoattack@8/255"] <= scores["pgd100@8/255"]
+@pytest.fixture(scope="module")
+def batch(digits):
+    idx = fixed_subset(len(digits.y_test), 48, seed=0)
+    return digits.float(digits.x_test[idx]), digits.y_test[idx]
+
+
+def test_own_attacks_need_no_torchattacks(teacher, batch, rt, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # import fails as if not installed
+    x, y = batch
+    scores = robust_accuracy(teacher.model, x, y, ["pgd100", "mim", "cw-linf"], [EPS], rt, num_classes=10)
+    assert set(scores) == {"clean", "pgd100@16/255", "mim@16/255", "cw-linf@16/255"}
+    from geodistill.files import GeodistillError
+
+    with pytest.raises(GeodistillError, match="geodistill\\[robust\\]"):
+        robust_accuracy(teacher.model, x, y, ["square"], [EPS], rt, num_classes=10)
+
+
+@pytest.mark.parametrize("name", ["pgd100", "mim", "cw-linf", "square", "autoattack"])
+def test_bounded_attacks_reach_but_never_exceed_eps_and_hurt(teacher, batch, name):
+    if name in ("square", "autoattack"):
+        pytest.importorskip("torchattacks")
+    model = teacher.model.eval()
+    x, y = batch
+    torch.manual_seed(0)
+    adv = build_attack(name, model, EPS, 10, seed=0)(x, y)
+    d = (adv - x).abs().amax(dim=(1, 2, 3))
+    assert d.max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y).float().mean()
+        robust = (model(adv).argmax(1) == y).float().mean()
+    attacked = d > 0
+    assert attacked.any() and (d[attacked] >= 0.99 * EPS).float().mean() > 0.5  # the radius is used
+    assert robust < clean - 0.1  # at 16/255 every real attack breaks a plain 8x8 model
+
+
+def test_pgd_matches_torchattacks_step_for_step(teacher, batch):
+    ta = pytest.importorskip("torchattacks")
+    model = teacher.model.eval()
+    x, y = batch
+    torch.manual_seed(5)
+    ours = pgd(model, x, y, eps=EPS, alpha=EPS / 4, steps=10)
+    torch.manual_seed(5)
+    theirs = ta.PGD(model, eps=EPS, alpha=EPS / 4, steps=10, random_start=True)(x, y)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_mim_matches_torchattacks_mifgsm(teacher, batch):
+    ta = pytest.importorskip("torchattacks")
+    model = teacher.model.eval()
+    x, y = batch
+    ours = mim(model, x, y, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)
+    theirs = ta.MIFGSM(model, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)(x, y)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_cw_l2_is_unbounded_and_run_once(teacher, batch, rt):
+    pytest.importorskip("torchattacks")
+    x, y = batch
+    scores = robust_accuracy(teacher.model, x, y, ["cw", "pgd100"], [1 / 255, 2 / 255], rt, num_classes=10)
+    assert set(scores) == {"clean", "cw", "pgd100@1/255", "pgd100@2/255"}
+    assert scores["cw"] <= scores["clean"]
 
 
 def test_sanity_flags_catch_masking_and_failures():
-    ok = {"clean": 0.9, "pgd100@2/255": 0.5, "autoattack@2/255": 0.45}
+    ok = {"clean": 0.9, "pgd100@2/255": 0.5, "autoattack@2/255": 0.45, "cw": 0.85}
     assert sanity_flags(ok) == []
     flags = sanity_flags({"clean": 0.9, "pgd100@2/255": 0.5, "autoattack@2/255": 0.6, "square@2/255": 0.95})
     assert any("gradient masking" in f for f in flags)
     assert any("square@2/255" in f and "exceeds clean" in f for f in flags)
+    assert sanity_flags({"clean": 0.5, "cw": 0.6}) != []
 
 
 def test_fixed_subset_is_seeded_and_sorted():
     a, b = fixed_subset(1000, 100, 3), fixed_subset(1000, 100, 3)
     assert torch.equal(a, b) and len(a) == 100 and torch.equal(a, a.sort().values)
+    assert not torch.equal(a, fixed_subset(1000, 100, 4))
     assert len(fixed_subset(50, 0, 0)) == 50
 
 

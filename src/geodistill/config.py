@@ -1,11 +1,14 @@
 """One dataclass per stage. YAML files give defaults, command-line flags override them.
 
-The resolved :class:`RunConfig` is saved as ``config.yaml`` next to a run's outputs, so a
-run can be repeated with ``geodistill run OUT/config.yaml``.
+Every field carries its one-line help, its allowed values and its bounds (``opt``); the CLI
+builds its flags from them and :func:`from_dict` enforces them, so help and checks cannot
+drift apart. The resolved :class:`RunConfig` is saved as ``config.yaml`` next to a run's
+outputs, so a run can be repeated with ``geodistill run OUT/config.yaml``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -18,99 +21,184 @@ import yaml
 
 from .files import GeodistillError
 
+METHODS = ("wmdd", "sre2l", "rded", "random", "herding", "kcenter", "kmeans")
+REGULARIZERS = ("none", "curvature", "curvature-simple", "gradnorm", "fgsm", "pgd", "trades")
+ATTACKS = ("pgd100", "autoattack", "square", "cw", "cw-linf", "mim")
+
+
+def opt(
+    default: Any, help: str, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None
+):
+    """A config field with its help text, allowed values and inclusive bounds (checked on load;
+    for lists and tuples, on every element)."""
+    meta = {"help": help, "choices": choices, "lo": lo, "hi": hi}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 @dataclass
 class DataConfig:
-    source: str = "digits"  # digits | folder:PATH | npz:FILE | cifar10:ROOT | ...
-    image_size: int | None = None  # resize to this square size (digits default 16)
-    skip_bad_images: bool = False
-    cache: bool = True  # cache decoded folder datasets (GEODISTILL_CACHE)
+    source: str = opt(
+        "digits", "dataset: digits | folder:PATH | npz:FILE | cifar10:ROOT | cifar100:ROOT | ..."
+    )
+    image_size: int | None = opt(None, "resize images to this square size (digits: 16)", lo=4)
+    skip_bad_images: bool = opt(False, "skip unreadable images (listed in the manifest) instead of stopping")
+    cache: bool = opt(True, "cache decoded image folders in $GEODISTILL_CACHE")
+    val_fraction: float = opt(
+        0.1, "fraction of each class's training images held out as the validation split", lo=0.0, hi=0.5
+    )
+    val_seed: int = opt(0, "seed of the validation split")
 
 
 @dataclass
 class SqueezeConfig:
-    arch: str = "convnet"
-    arch_kwargs: dict = field(default_factory=dict)
-    epochs: int = 30
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    augment: str = "crop"  # crop | rrc | none
-    pretrained: bool = False  # torchvision/timm ImageNet weights (needs the internet once)
-    checkpoint: str | None = None  # load this teacher instead of training one
-    init_checkpoint: str | None = (
-        None  # start training from these weights (e.g. fine-tune with a regularizer)
+    arch: str = opt("convnet", "teacher architecture (see `geodistill models`)")
+    arch_kwargs: dict = opt({}, "extra architecture arguments, e.g. {width: 64}")
+    epochs: int = opt(30, "training epochs", lo=1)
+    batch_size: int = opt(128, "images per optimizer step", lo=1)
+    optimizer: str = opt("sgd", "optimizer", choices=("sgd", "adamw"))
+    lr: float = opt(0.05, "peak learning rate (linear warm-up, cosine decay)", lo=0.0)
+    momentum: float = opt(0.9, "SGD momentum (Nesterov)", lo=0.0, hi=1.0)
+    weight_decay: float = opt(5e-4, "weight decay", lo=0.0)
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy", lo=0.0, hi=1.0)
+    augment: str = opt("crop", "training augmentation", choices=("crop", "rrc", "none"))
+    pretrained: bool = opt(
+        False, "start from torchvision/timm ImageNet weights (needs them on disk or online)"
     )
-    regularizer: str = "none"  # none | curvature | curvature-simple | gradnorm | fgsm | pgd | trades
-    reg_lambda: float = 0.0  # weight of the regularizer (0: the method's default)
-    reg_h: float = 0.0  # curvature step in pixel units (0: the default for the image size)
-    reg_eps: float = 2 / 255  # adversarial-training radius in pixel units
-    seed: int = 0
+    checkpoint: str | None = opt(None, "load this teacher (.safetensors) instead of training one")
+    init_checkpoint: str | None = opt(
+        None, "start training from these weights (e.g. to fine-tune with a regularizer)"
+    )
+    regularizer: str = opt("none", "robustness regularizer of the objective", choices=REGULARIZERS)
+    reg_lambda: float = opt(
+        0.0,
+        "regularizer weight; 0: the authors' (curvature 100 on the batch-mean loss, curvature-simple "
+        "1e-4, gradnorm 1, trades 6)",
+        lo=0.0,
+    )
+    reg_h: float = opt(3.0, "curvature step h in the model's normalized input units (GUARD: 3.0)", lo=0.0)
+    reg_eps: float = opt(
+        2 / 255, "adversarial-training radius (fgsm, pgd, trades) in pixel units", lo=0.0, hi=1.0
+    )
+    seed: int = opt(0, "seed of initialization, data order and augmentation")
 
 
 @dataclass
 class DistillConfig:
-    method: str = "wmdd"  # wmdd | sre2l | random
-    ipc: int = 10
-    iterations: int = 1000
-    lr: float = 0.1  # Adam on pixels, cosine schedule
-    batch_classes: int = 10  # classes optimized together in one batch
-    r_ce: float = 1.0  # cross-entropy weight
-    r_bn: float = 0.01  # BatchNorm statistics weight (per-class for wmdd, global for sre2l)
-    r_feat: float = 1.0  # barycenter feature-matching weight (wmdd)
-    first_bn_multiplier: float = 10.0  # SRe2L's extra weight on the first BN layer
-    init: str = "real"  # real (nearest real image to each atom) | noise
-    barycenter: str = (
-        "exact"  # exact (POT, the paper's) | fast | sliced: see benchmarks/results/barycenter_speed.md
+    method: str = opt("wmdd", "distillation or selection method", choices=METHODS)
+    ipc: int = opt(10, "images per class", lo=1)
+    iterations: int = opt(1000, "synthesis iterations (0: the initial images)", lo=0)
+    lr: float = opt(0.25, "Adam learning rate on pixels in the teacher's normalized units", lo=0.0)
+    batch_classes: int = opt(10, "classes optimized together in one batch", lo=1)
+    r_ce: float = opt(1.0, "weight of the cross-entropy term", lo=0.0)
+    r_bn: float = opt(0.01, "weight of the BatchNorm statistics term", lo=0.0)
+    r_feat: float = opt(1.0, "weight of the barycenter feature term (wmdd)", lo=0.0)
+    feat_loss: str = opt(
+        "relative",
+        "barycenter term: relative = mean_i ||f_i - a_i||^2 / class feature variance (independent of "
+        "the feature dimension); paper = the authors' ||F - A||_F over the batch",
+        choices=("relative", "paper"),
     )
-    weighted: bool = False  # learn barycenter weights (False: uniform, as in the authors' runs)
-    crop_scale: tuple[float, float] = (0.5, 1.0)  # random-resized-crop scale during synthesis
-    max_memory: str = ""  # e.g. 8GB: refuse up front a batch estimated not to fit
-    seed: int = 0
+    pairing: str = opt(
+        "fixed",
+        "image-atom pairing of the feature term: fixed (image i <-> atom i) or ot (optimal "
+        "assignment recomputed every step)",
+        choices=("fixed", "ot"),
+    )
+    first_bn_multiplier: float | None = opt(
+        None, "extra weight of the first BN layer; empty: the method's (wmdd 1, sre2l 10)", lo=0.0
+    )
+    init: str | None = opt(
+        None,
+        "starting images: real (wmdd: nearest to the atoms; others: random real) or noise; empty: "
+        "the method's (wmdd real, sre2l noise)",
+        choices=("real", "noise"),
+    )
+    augment: str | None = opt(
+        None,
+        "synthesis augmentation: rrc (random-resized-crop + flip + shift) or jitter (shift only); "
+        "empty: the method's (rrc)",
+        choices=("rrc", "jitter"),
+    )
+    crop_scale: tuple[float, float] = opt(
+        (0.08, 1.0), "random-resized-crop area range during synthesis", lo=0.0, hi=1.0
+    )
+    jitter: float = opt(
+        32 / 224,
+        "largest random shift as a fraction of the image side (authors: 32 px at 224)",
+        lo=0.0,
+        hi=1.0,
+    )
+    barycenter: str = opt(
+        "exact",
+        "barycenter solver: exact (POT, the paper's), fast, sliced (ablation)",
+        choices=("exact", "fast", "sliced"),
+    )
+    weighted: bool = opt(False, "learn barycenter weights (False: uniform, as in the authors' runs)")
+    rded_factor: int = opt(
+        0, "rded: patches per side stitched into one image; 0: 1 up to 32 px, else 2", lo=0
+    )
+    rded_crops: int = opt(5, "rded: random crops scored per candidate image", lo=1)
+    rded_candidates: int = opt(300, "rded: real images drawn per class as candidates", lo=1)
+    max_memory: str = opt("", "refuse up front a batch estimated above this size, e.g. 8GB")
+    seed: int = opt(0, "seed of atoms, initial images and augmentation")
 
 
 @dataclass
 class EvalConfig:
-    arch: str = ""  # student architecture; empty: the teacher's
-    arch_kwargs: dict = field(default_factory=dict)
-    epochs: int = 300
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    lr: float = 0.001
-    weight_decay: float = 0.01
-    temperature: float = 20.0  # KD temperature (WMDD/SRe2L use 20)
-    cutmix: float = 1.0  # CutMix beta parameter; 0 disables
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    weighted: bool = True  # weight each image's loss by its barycenter weight
-    seeds: int = 3
-    seed: int = 0
-    attacks: list[str] = field(default_factory=list)  # pgd100, autoattack, square, cw, mim
-    eps: list[float] = field(default_factory=lambda: [2 / 255])  # L-inf radii in pixel units
-    attack_samples: int = 1000  # seeded subset of the test split attacked (0: all)
-    max_memory: str = ""  # e.g. 8GB: refuse up front a batch estimated not to fit
+    students: list[str] = opt([], "student architectures, one row each; empty: the teacher's")
+    arch_kwargs: dict = opt({}, "extra architecture arguments for the students")
+    epochs: int = opt(300, "student epochs; every image is seen once per epoch", lo=1)
+    batch_size: int = opt(50, "images per student step (capped at the set size)", lo=1)
+    optimizer: str = opt("adamw", "student optimizer", choices=("sgd", "adamw"))
+    lr: float = opt(0.001, "student peak learning rate (cosine decay)", lo=0.0)
+    weight_decay: float = opt(0.01, "student weight decay", lo=0.0)
+    temperature: float = opt(20.0, "KD temperature (WMDD / SRe2L / RDED use 20)", lo=1e-6)
+    cutmix: float = opt(1.0, "CutMix beta parameter; 0 disables", lo=0.0)
+    crop_scale: tuple[float, float] = opt(
+        (0.08, 1.0), "random-resized-crop area range for students", lo=0.0, hi=1.0
+    )
+    weighted: bool = opt(True, "weight each image's loss by its barycenter weight")
+    seeds: int = opt(3, "student seeds (mean and std are reported)", lo=1)
+    seed: int = opt(0, "first student seed")
+    split: str = opt(
+        "test",
+        "split the students are scored on: val (tuning) or test (final numbers only)",
+        choices=("val", "test"),
+    )
+    attacks: list[str] = opt([], "attacks, any of: " + ", ".join(ATTACKS), choices=ATTACKS)
+    eps: list[float] = opt([2 / 255], "L-inf radii in pixel units, in [0, 1], e.g. 2/255", lo=0.0, hi=1.0)
+    attack_samples: int = opt(1000, "seeded subset of the scored split that is attacked (0: all)", lo=0)
+    max_memory: str = opt("", "refuse up front a batch estimated above this size, e.g. 8GB")
 
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str = opt("run", "run name (default output directory runs/<name>)")
     data: DataConfig = field(default_factory=DataConfig)
     squeeze: SqueezeConfig = field(default_factory=SqueezeConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
-    methods: list[str] = field(
-        default_factory=lambda: ["wmdd", "sre2l", "random"]
-    )  # "<m>+guard": GUARD teacher
-    guard: dict = field(default_factory=lambda: {"regularizer": "curvature"})  # squeeze overrides for +guard
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
+    methods: list[str] = opt(
+        ["wmdd", "sre2l", "random"],
+        "methods; 'm+guard' uses the GUARD teacher, 'm[key=value,...]' overrides distill fields",
+    )
+    guard: dict = opt({"regularizer": "curvature"}, "squeeze overrides of the teacher of '+guard' methods")
+    device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
+    amp: bool = opt(False, "bfloat16 autocast (CUDA only)")
+    channels_last: bool = opt(False, "channels-last memory format (CUDA only)")
 
 
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def help_text(f: dataclasses.Field) -> str:
+    """The flag help of a config field: its doc, allowed values and default."""
+    m = f.metadata
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    parts = [m.get("help", "")]
+    if m.get("choices") and not isinstance(default, list):
+        parts.append("one of: " + ", ".join(m["choices"]))
+    parts.append(f"default: {default!r}")
+    return "; ".join(p for p in parts if p).replace("%", "%%")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -132,44 +220,77 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(value)
                 return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool | int):
+                raise TypeError(value)
             return bool(value)
         if hint in (int, float):
+            if isinstance(value, bool):
+                raise TypeError(value)
             if isinstance(value, str) and "/" in value:  # e.g. 2/255
                 num, den = value.split("/")
                 return hint(float(num) / float(den))
-            return (
-                hint(value) if hint is float else int(str(value), 0) if isinstance(value, str) else int(value)
-            )
+            if hint is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
+                return int(str(value), 0) if isinstance(value, str) else int(value)
+            return float(value)
         if hint is str:
+            if isinstance(value, dict | list):
+                raise TypeError(value)
             return str(value)
         if origin in (tuple, list):
             if isinstance(value, str):
-                value = [v for v in value.split(",") if v]
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple):
+                raise TypeError(value)
             inner = args[0] if args else str
-            return origin(_coerce(v, inner, where) for v in value)
+            out = origin(_coerce(v, inner, where) for v in value)
+            if origin is tuple and args and args[-1] is not Ellipsis and len(out) != len(args):
+                raise ValueError(value)
+            return out
         if origin is dict or hint is dict:
             if isinstance(value, str):
                 value = yaml.safe_load(value) or {}
             if not isinstance(value, dict):
                 raise ValueError(value)
             return dict(value)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, yaml.YAMLError) as e:
         raise GeodistillError(
             f"config {where}: cannot read {value!r} as {getattr(hint, '__name__', hint)}"
         ) from e
     return value
 
 
+def _check(f: dataclasses.Field, value: Any, where: str) -> None:
+    """Enforce a field's allowed values and bounds."""
+    m = f.metadata
+    items = value if isinstance(value, list | tuple) else [value]
+    for v in items:
+        if v is None:
+            continue
+        if m.get("choices") and v not in m["choices"]:
+            raise GeodistillError(f"config {where}: {v!r} is not one of {', '.join(m['choices'])}")
+        if m.get("lo") is not None and isinstance(v, int | float) and v < m["lo"]:
+            raise GeodistillError(f"config {where}: {v!r} is below the minimum {m['lo']}")
+        if m.get("hi") is not None and isinstance(v, int | float) and v > m["hi"]:
+            hint = " (radii are in pixel units: write 8/255, not 8)" if f.name == "eps" else ""
+            raise GeodistillError(f"config {where}: {v!r} is above the maximum {m['hi']}{hint}")
+
+
 def from_dict(cls, d: dict, where: str = ""):
-    """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys."""
-    hints = _hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
+    """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys and bad values."""
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in fields(cls)}
+    unknown = set(d) - set(by_name)
     if unknown:
         raise GeodistillError(
-            f"config {where or cls.__name__}: unknown key(s) {sorted(unknown)}; valid: {sorted(names)}"
+            f"config {where or cls.__name__}: unknown key(s) {sorted(unknown)}; valid: {sorted(by_name)}"
         )
-    kw = {k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in d.items()}
+    kw = {}
+    for k, v in d.items():
+        w = f"{where}.{k}".lstrip(".")
+        kw[k] = _coerce(v, hints[k], w)
+        _check(by_name[k], kw[k], w)
     return cls(**kw)
 
 
@@ -193,6 +314,8 @@ def load_yaml(path: str | Path) -> dict:
         text = path.read_text()
     except FileNotFoundError as e:
         raise GeodistillError(f"{path}: config file not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise GeodistillError(f"{path}: cannot read the config file ({e})") from e
     try:
         d = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -200,6 +323,12 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(d, dict):
         raise GeodistillError(f"{path}: the top level must be a mapping")
     return d
+
+
+def preset_names() -> list[str]:
+    return sorted(
+        r.name[:-5] for r in (resources.files("geodistill") / "presets").iterdir() if r.name.endswith(".yaml")
+    )
 
 
 def preset_path(name: str) -> Path:
@@ -210,10 +339,7 @@ def preset_path(name: str) -> Path:
     res = resources.files("geodistill") / "presets" / f"{name}.yaml"
     if res.is_file():
         return Path(str(res))
-    available = sorted(
-        r.name[:-5] for r in (resources.files("geodistill") / "presets").iterdir() if r.name.endswith(".yaml")
-    )
-    raise GeodistillError(f"{name}: no such config file or preset; presets: {available}")
+    raise GeodistillError(f"{name}: no such config file or preset; presets: {preset_names()}")
 
 
 def set_dotted(d: dict, key: str, value: Any) -> None:
@@ -228,10 +354,14 @@ def set_dotted(d: dict, key: str, value: Any) -> None:
 
 def resolve(path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
     """YAML defaults (a file or preset name) + dotted-key overrides -> a checked RunConfig."""
+    where = str(path) if path else "config"
     d = load_yaml(preset_path(str(path))) if path else {}
     for k, v in overrides.items():
         set_dotted(d, k, v)
-    return from_dict(RunConfig, d)
+    try:
+        return from_dict(RunConfig, d)
+    except GeodistillError as e:
+        raise GeodistillError(f"{where}: {e}") from None
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -111,3 +111,40 @@ def prepare_out_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
         )
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_tensor(
+    path: str | Path,
+    name: str,
+    t: torch.Tensor | None,
+    *,
+    ndim: int | None = None,
+    kind: str = "float",
+    length: int | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> torch.Tensor:
+    """Raise a :class:`GeodistillError` naming ``path`` and ``name`` unless tensor ``t`` exists,
+    has ``ndim`` dimensions (and ``length`` rows), the dtype ``kind`` (``float`` or ``int``), only
+    finite values and values within ``[lo, hi]``. Returns ``t``."""
+    where = f"{path}: tensor {name!r}"
+    if t is None:
+        raise GeodistillError(f"{path}: missing tensor {name!r}")
+    if ndim is not None and t.ndim != ndim:
+        raise GeodistillError(f"{where} has shape {tuple(t.shape)}; expected {ndim} dimensions")
+    if length is not None and len(t) != length:
+        raise GeodistillError(f"{where} has {len(t)} rows; expected {length}")
+    if kind == "float" and not t.is_floating_point():
+        raise GeodistillError(f"{where} has dtype {t.dtype}; expected a floating-point tensor")
+    if kind == "int" and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        raise GeodistillError(f"{where} has dtype {t.dtype}; expected an integer tensor")
+    if t.numel() == 0:
+        return t
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).nonzero()[0].tolist()
+        raise GeodistillError(f"{where} contains NaN or Inf (first at index {tuple(bad)})")
+    if lo is not None and t.min() < lo:
+        raise GeodistillError(f"{where} has value {t.min().item():.6g} below the allowed minimum {lo}")
+    if hi is not None and t.max() > hi:
+        raise GeodistillError(f"{where} has value {t.max().item():.6g} above the allowed maximum {hi}")
+    return t

@@ -5,12 +5,13 @@ finished artifact or epoch is loaded instead of recomputed."""
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import yaml
 
 from .config import (
     DataConfig,
@@ -26,12 +27,19 @@ from .data import ClassData, load_dataset
 from .data.sources import default_cache_dir
 from .distilled import DistilledSet
 from .distributed import barrier, current
-from .evaluate import attack_scores, evaluate_distilled, sanity_flags
+from .evaluate import (
+    ATTACK_CONFIG,
+    accuracy,
+    attack_scores,
+    attack_versions,
+    evaluate_distilled,
+    sanity_flags,
+)
 from .files import GeodistillError, load_tensors, read_json, save_tensors, write_json
 from .models import Classifier, load_checkpoint, save_checkpoint
 from .runtime import Runtime, device_name, versions
 from .stats import ClassStats, compute_class_stats
-from .synth import distill, get_strategy
+from .synth import distill, get_strategy, needs_stats
 from .teacher import TrainState, train_teacher
 
 Log = Callable[[str], None]
@@ -43,6 +51,8 @@ def load_data(cfg: DataConfig) -> ClassData:
         image_size=cfg.image_size,
         skip_bad_images=cfg.skip_bad_images,
         cache_dir=default_cache_dir() if cfg.cache else None,
+        val_fraction=cfg.val_fraction,
+        val_seed=cfg.val_seed,
     )
 
 
@@ -182,9 +192,8 @@ def distill_stage(
         ) == teacher_meta.get("sha256"):
             log(f"{cfg.method}: reusing {out}")
             return ds
-    strategy = get_strategy(cfg.method)
     data.check_ipc(cfg.ipc)
-    if stats is None and strategy.synthesize and strategy.barycenter:
+    if stats is None and needs_stats(get_strategy(cfg.method)):
         stats = compute_class_stats(teacher, data, rt)
     parts = out / "parts"
     key = {"config": to_dict(cfg), "teacher": teacher_meta.get("sha256")}
@@ -238,21 +247,23 @@ def evaluate_resumable(
     data: ClassData,
     cfg: EvalConfig,
     rt: Runtime,
-    folder: Path,
+    folder: Path | None,
     *,
+    arch: str | None = None,
     resume: bool = False,
     log: Log = print,
 ):
     """Evaluate, recording each finished student in ``folder/students.json`` so that a resumed
-    run does not retrain it (entries are keyed by the eval config, teacher and images)."""
-    path = folder / "students.json"
+    run does not retrain it (entries are keyed by the eval config, student, teacher and images)."""
+    path = folder / "students.json" if folder is not None else None
     key = {
         "evaluate": to_dict(cfg),
+        "student": arch,
         "teacher": tmeta.get("sha256"),
         "images": hashlib.sha256(ds.images.numpy().tobytes()).hexdigest(),
     }
     runs: list[dict] = []
-    if resume and path.exists():
+    if resume and path is not None and path.exists():
         saved = read_json(path)
         if saved.get("key") == key:
             runs = saved["runs"]
@@ -261,30 +272,58 @@ def evaluate_resumable(
 
     def on_student(_model, run):
         runs.append(run)
-        if current().main:
+        if current().main and path is not None:
             write_json(path, {"key": key, "runs": runs})
 
     return evaluate_distilled(
-        ds, teacher, data, cfg, rt, log=log, on_student=on_student, completed=list(runs)
+        ds, teacher, data, cfg, rt, arch=arch, log=log, on_student=on_student, completed=list(runs)
     )
 
 
-def parse_method(name: str) -> tuple[str, str]:
-    """``"wmdd+guard"`` -> ``("wmdd", "guard")``: the method and its teacher variant."""
-    base, _, variant = name.partition("+")
-    get_strategy(base)
-    if variant not in ("", "guard"):
-        raise GeodistillError(f"method {name!r}: unknown variant {variant!r}; use <method> or <method>+guard")
-    return base, variant
+_METHOD = re.compile(r"(?P<base>[a-z0-9_-]+)(?P<guard>\+guard)?(?:\[(?P<over>[^\]]*)\])?(?P<guard2>\+guard)?")
+
+
+def parse_method(name: str, base: DistillConfig) -> tuple[DistillConfig, str]:
+    """``"wmdd"``, ``"wmdd+guard"``, ``"wmdd[r_feat=0,iterations=300]"`` -> the method's distill
+    config (``base`` with the bracketed fields overridden) and its teacher variant (``"guard"``
+    for the GUARD teacher, else ``""``)."""
+    m = _METHOD.fullmatch(name.strip())
+    if m is None:
+        raise GeodistillError(
+            f"method {name!r}: expected NAME, NAME+guard or NAME[key=value,...], e.g. wmdd[r_feat=0]+guard"
+        )
+    get_strategy(m["base"])
+    over: dict = {}
+    if m["over"]:
+        try:
+            over = yaml.safe_load("{" + re.sub(r"\s*=\s*", ": ", m["over"]) + "}") or {}
+        except yaml.YAMLError as e:
+            raise GeodistillError(f"method {name!r}: cannot read the overrides {m['over']!r} ({e})") from None
+    if "method" in over:
+        raise GeodistillError(f"method {name!r}: the method is the name before the brackets")
+    cfg = from_dict(DistillConfig, {**to_dict(base), **over, "method": m["base"]}, f"method {name}")
+    return cfg, "guard" if m["guard"] or m["guard2"] else ""
+
+
+def method_dir(name: str) -> str:
+    """A folder name for a method spec (``wmdd[r_feat=0]+guard`` -> ``wmdd_r_feat-0_guard``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("=", "-")).strip("_")
 
 
 def teacher_entry(model: Classifier, meta: dict, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dict:
+    """The teacher's row: its accuracy on the split the students are scored on (for recovery),
+    its test accuracy as trained, its regularizer and cost, and its robust accuracy."""
+    xs, ys = data.split(cfg.split)
+    top1, top5 = accuracy(model, xs, ys, rt, to_float=data.float)
     entry = {
         "arch": model.arch,
-        "top1": meta["top1"],
-        "top5": meta.get("top5"),
+        "top1": top1,
+        "top5": top5,
+        "split": cfg.split,
+        "top1_test_at_training": meta.get("top1"),
         "sha256": meta.get("sha256"),
         "regularizer": meta.get("squeeze", {}).get("regularizer", "none"),
+        "squeeze": meta.get("squeeze"),
         "seconds_per_epoch": meta.get("seconds_per_epoch"),
     }
     if cfg.attacks:
@@ -292,78 +331,141 @@ def teacher_entry(model: Classifier, meta: dict, data: ClassData, cfg: EvalConfi
     return entry
 
 
-def run_pipeline(cfg: RunConfig, out: Path, rt: Runtime, *, resume: bool = False, log: Log = print) -> dict:
+def protocol(cfg: EvalConfig, data: ClassData) -> dict:
+    """What the students' numbers depend on, stated once above every table."""
+    d = to_dict(cfg)
+    d.pop("max_memory", None)
+    d["attack_config"] = {a: ATTACK_CONFIG[a] for a in cfg.attacks}
+    d["versions"] = attack_versions() if cfg.attacks else {}
+    d["val_split"] = data.val_spec
+    return d
+
+
+def score_sets(
+    sets: dict[str, tuple[DistilledSet, Classifier, dict]],
+    data: ClassData,
+    cfg: EvalConfig,
+    rt: Runtime,
+    folder: Path | None,
+    *,
+    resume: bool = False,
+    log: Log = print,
+) -> tuple[dict, list[str]]:
+    """Train and score students for every set (``name -> (set, teacher, teacher_meta)``) and every
+    student architecture; one entry per method, extra architectures under ``by_student``."""
+    methods, flags = {}, []
+    for name, (ds, teacher, tmeta) in sets.items():
+        archs = cfg.students or [teacher.arch]
+        entry: dict = {}
+        for k, arch in enumerate(archs):
+            log(f"{name}: evaluating {cfg.seeds} {arch} student(s)")
+            sub = (
+                None if folder is None else folder / method_dir(name) / ("" if k == 0 else f"student_{arch}")
+            )
+            score = evaluate_resumable(
+                ds, teacher, tmeta, data, cfg, rt, sub, arch=arch, resume=resume, log=log
+            )
+            d = {**score.as_dict(), "student": arch}
+            flags += [f"{name} ({arch}), {f}" for f in score.flags]
+            if k == 0:
+                entry = d
+            else:
+                entry.setdefault("by_student", {})[arch] = d
+        entry["ipc"] = ds.ipc
+        entry["distill"] = {
+            "config": ds.manifest.get("config"),
+            "resolved": ds.manifest.get("resolved"),
+            "seconds": ds.manifest.get("seconds"),
+            "source": ds.manifest.get("source"),
+        }
+        methods[name] = entry
+    return methods, flags
+
+
+def run_pipeline(
+    cfg: RunConfig,
+    out: Path,
+    rt: Runtime,
+    *,
+    resume: bool = False,
+    log: Log = print,
+    data: ClassData | None = None,
+) -> dict:
     """Data → teacher(s) → class stats → one distilled set per method → scores → report.
 
     A method ``"<m>+guard"`` runs method ``m`` on a second teacher trained with the squeeze
     config overridden by ``cfg.guard`` (GUARD's curvature regularizer by default); its
-    students are relabelled by that teacher too.
+    students are relabelled by that teacher too. ``data`` may be passed already loaded.
     """
     from .report import print_table, write_report
 
     t0 = time.perf_counter()
     d = current()
+    parsed = {m: parse_method(m, cfg.distill) for m in cfg.methods}
+    data = data if data is not None else load_data(cfg.data)
+    data.check_ipc(cfg.distill.ipc)
     if d.main:
         save_config(cfg, out / "config.yaml")
-    parsed = {m: parse_method(m) for m in cfg.methods}
-    data = load_data(cfg.data)
-    data.check_ipc(cfg.distill.ipc)
     log(
-        f"data {data.name}: {len(data.y_train)} train / {len(data.y_test)} test, "
-        f"{data.num_classes} classes, images {data.image_shape}"
+        f"data {data.name}: {len(data.y_train)} train / {0 if data.y_val is None else len(data.y_val)} val / "
+        f"{len(data.y_test)} test, {data.num_classes} classes, images {data.image_shape}"
     )
     teachers = {}
-    variants = {v for _, v in parsed.values()}
-    for variant in sorted(variants):
+    timing: dict[str, float] = {}
+    for variant in sorted({v for _, v in parsed.values()}):
         scfg = cfg.squeeze
         if variant == "guard":
             scfg = from_dict(
                 SqueezeConfig, {**to_dict(cfg.squeeze), "checkpoint": None, **cfg.guard}, "guard"
             )
         suffix = f"_{variant}" if variant else ""
-        log(f"teacher{suffix or ''}: regularizer {scfg.regularizer}")
+        log(f"teacher{suffix}: regularizer {scfg.regularizer}")
+        t1 = time.perf_counter()
         model, meta = squeeze_stage(
             data, scfg, rt, out / f"teacher{suffix}.safetensors", resume=resume, log=log
         )
-        st = stats_stage(model, meta, data, rt, out / f"stats{suffix}.safetensors", resume=resume)
+        timing[f"squeeze{suffix}"] = time.perf_counter() - t1
+        needed = any(needs_stats(get_strategy(c.method)) for c, v in parsed.values() if v == variant)
+        t1 = time.perf_counter()
+        st = (
+            stats_stage(model, meta, data, rt, out / f"stats{suffix}.safetensors", resume=resume)
+            if needed
+            else None
+        )
+        timing[f"stats{suffix}"] = time.perf_counter() - t1
         teachers[variant] = (model, meta, st)
-    methods, sets, flags = {}, {}, []
-    for m, (base, variant) in parsed.items():
+    sets, distill_seconds = {}, {}
+    for m, (dcfg, variant) in parsed.items():
         teacher, tmeta, stats = teachers[variant]
-        dcfg = DistillConfig(**{**asdict(cfg.distill), "method": base})
         t1 = time.perf_counter()
         ds = distill_stage(
-            teacher, tmeta, data, dcfg, rt, out / m.replace("+", "_"), stats=stats, resume=resume, log=log
+            teacher, tmeta, data, dcfg, rt, out / method_dir(m), stats=stats, resume=resume, log=log
         )
-        t_distill = time.perf_counter() - t1
-        log(f"{m}: evaluating {cfg.evaluate.seeds} student(s)")
-        score = evaluate_resumable(
-            ds, teacher, tmeta, data, cfg.evaluate, rt, out / m.replace("+", "_"), resume=resume, log=log
-        )
-        methods[m] = {
-            **score.as_dict(),
-            "seconds": t_distill + score.seconds,
-            "distill_seconds": t_distill,
-            "eval_seconds": score.seconds,
-        }
-        flags += [f"{m}, {f}" for f in score.flags]
-        sets[m] = ds
+        distill_seconds[m] = time.perf_counter() - t1
+        sets[m] = (ds, teacher, tmeta)
+    methods, flags = score_sets(sets, data, cfg.evaluate, rt, out, resume=resume, log=log)
+    for m, entry in methods.items():
+        entry |= {"distill_seconds": distill_seconds[m], "eval_seconds": entry["seconds"]}
+        entry["seconds"] = distill_seconds[m] + entry["eval_seconds"]
+        entry["teacher"] = "teacher_guard" if parsed[m][1] == "guard" else "teacher"
     metrics = {
+        "name": cfg.name,
         "dataset": data.name,
         "num_classes": data.num_classes,
+        "image_shape": list(data.image_shape),
         "ipc": cfg.distill.ipc,
-        "teacher": teacher_entry(*teachers[""][:2], data, cfg.evaluate, rt) if "" in teachers else None,
+        "split": cfg.evaluate.split,
+        "protocol": protocol(cfg.evaluate, data),
         "methods": methods,
     }
-    if "guard" in teachers:
-        metrics["teacher_guard"] = teacher_entry(*teachers["guard"][:2], data, cfg.evaluate, rt)
-    if metrics["teacher"] is None:
-        metrics["teacher"] = metrics["teacher_guard"]
-    for key in ("teacher", "teacher_guard"):
-        if metrics.get(key) and "robust" in metrics[key]:
-            flags += sanity_flags(metrics[key]["robust"], key)
+    for variant, (model, meta, _) in teachers.items():
+        key = "teacher_guard" if variant == "guard" else "teacher"
+        metrics[key] = teacher_entry(model, meta, data, cfg.evaluate, rt)
+        flags += sanity_flags(metrics[key].get("robust", {}), key)
+    metrics.setdefault("teacher", metrics.get("teacher_guard"))
     metrics |= {
         "flags": flags,
+        "timing": timing,
         "seconds": time.perf_counter() - t0,
         "device": device_name(rt.device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -371,7 +473,7 @@ def run_pipeline(cfg: RunConfig, out: Path, rt: Runtime, *, resume: bool = False
         "config": to_dict(cfg),
     }
     if d.main:
-        write_report(out, metrics, sets)
+        write_report(out, metrics, {m: v[0] for m, v in sets.items()})
         print_table(metrics)
     return metrics
 
@@ -390,25 +492,26 @@ def evaluate_stage(
     """Score already distilled sets and write metrics.json / report.md into ``out``."""
     from .report import print_table, write_report
 
-    methods, flags = {}, []
-    for name, ds in sets.items():
-        log(f"{name}: evaluating {cfg.seeds} student(s)")
-        score = evaluate_distilled(ds, teacher, data, cfg, rt, log=log)
-        methods[name] = score.as_dict()
-        flags += [f"{name}, {f}" for f in score.flags]
+    t0 = time.perf_counter()
+    methods, flags = score_sets(
+        {k: (v, teacher, tmeta) for k, v in sets.items()}, data, cfg, rt, None, log=log
+    )
     tentry = teacher_entry(teacher, tmeta, data, cfg, rt)
     flags += sanity_flags(tentry.get("robust", {}), "teacher")
     metrics = {
         "dataset": data.name,
         "num_classes": data.num_classes,
+        "image_shape": list(data.image_shape),
         "ipc": max(ds.ipc for ds in sets.values()),
+        "split": cfg.split,
+        "protocol": protocol(cfg, data),
         "teacher": tentry,
         "methods": methods,
         "flags": flags,
+        "seconds": time.perf_counter() - t0,
         "device": device_name(rt.device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "versions": versions(),
-        "evaluate": to_dict(cfg),
     }
     if current().main:
         write_report(out, metrics, sets)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .data import ClassData
-from .files import load_tensors, save_tensors
+from .files import GeodistillError, check_tensor, load_tensors, save_tensors
 from .models import Classifier
 from .runtime import Runtime
 
@@ -51,16 +51,27 @@ class ClassStats:
 
     @classmethod
     def load(cls, path: str | Path) -> ClassStats:
+        """Read and validate statistics written by :meth:`save`."""
         t, meta = load_tensors(path)
-        layers = meta["bn_layers"]
-        return cls(
-            meta["class_names"],
-            t["features"],
-            t["labels"],
-            {k: t[f"bn_mean/{k}"] for k in layers},
-            {k: t[f"bn_var/{k}"] for k in layers},
-            meta.get("teacher_sha256"),
+        names, layers = meta.get("class_names"), meta.get("bn_layers")
+        if not isinstance(names, list) or not names or not isinstance(layers, list):
+            raise GeodistillError(
+                f"{path}: not a geodistill class-statistics file (no class names or BN layers)"
+            )
+        k = len(names)
+        feats = check_tensor(path, "features", t.get("features"), ndim=2)
+        labels = check_tensor(
+            path, "labels", t.get("labels"), ndim=1, kind="int", length=len(feats), lo=0, hi=k - 1
         )
+        mean, var = {}, {}
+        for name in layers:
+            mean[name] = check_tensor(path, f"bn_mean/{name}", t.get(f"bn_mean/{name}"), ndim=2, length=k)
+            var[name] = check_tensor(
+                path, f"bn_var/{name}", t.get(f"bn_var/{name}"), ndim=2, length=k, lo=0.0
+            )
+            if mean[name].shape != var[name].shape:
+                raise GeodistillError(f"{path}: bn_mean/{name} and bn_var/{name} have different shapes")
+        return cls(names, feats.float(), labels.long(), mean, var, meta.get("teacher_sha256"))
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Data sources, the validated in-memory ``ClassData`` artifact, and batched augmentation."""
 
-from .augment import cutmix, random_resized_crop, shift_crop, train_augment
+from .augment import cutmix, random_resized_crop, roll_jitter, shift_crop, train_augment
 from .classdata import ClassData
 from .sources import load_dataset
 
@@ -9,6 +9,7 @@ __all__ = [
     "cutmix",
     "load_dataset",
     "random_resized_crop",
+    "roll_jitter",
     "shift_crop",
     "train_augment",
 ]

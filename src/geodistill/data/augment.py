@@ -113,3 +113,13 @@ def cutmix(x: torch.Tensor, *, alpha: float = 1.0, generator: torch.Generator | 
     out[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
     lam = 1 - (y1 - y0) * (x1 - x0) / (hgt * wid)
     return out, perm, lam
+
+
+def roll_jitter(x: torch.Tensor, max_shift: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Circularly shift the whole batch by one random offset in ``[0, max_shift]`` per axis
+    (``torch.roll``, as SRe2L / WMDD's synthesis "jitter")."""
+    if max_shift <= 0:
+        return x
+    gd = generator.device if generator is not None else "cpu"
+    dy, dx = torch.randint(0, max_shift + 1, (2,), generator=generator, device=gd).tolist()
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))

@@ -25,6 +25,9 @@ class ClassData:
     y_test: torch.Tensor
     hflip: bool = True  # whether horizontal flips preserve the label (False for digits)
     skipped: list[str] = field(default_factory=list)  # files skipped by --skip-bad-images
+    x_val: torch.Tensor | None = None  # the validation split carved out of train (carve_val)
+    y_val: torch.Tensor | None = None
+    val_spec: dict = field(default_factory=dict)  # {"fraction", "seed"} of the carved split
 
     def __post_init__(self) -> None:
         self.validate()
@@ -43,7 +46,10 @@ class ClassData:
             raise GeodistillError(f"dataset {self.name!r}: needs at least 2 classes, got {k}")
         if len(set(self.class_names)) != k:
             raise GeodistillError(f"dataset {self.name!r}: duplicate class names")
-        for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
+        splits = [("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)]
+        if self.x_val is not None:
+            splits.append(("val", self.x_val, self.y_val))
+        for split, x, y in splits:
             if x.ndim != 4 or x.shape[0] != y.shape[0]:
                 raise GeodistillError(
                     f"dataset {self.name!r} {split}: images {tuple(x.shape)} and labels "
@@ -72,6 +78,57 @@ class ClassData:
             raise GeodistillError(
                 f"dataset {self.name!r}: class {self.class_names[c]!r} has no training images"
             )
+
+    def carve_val(self, fraction: float, seed: int = 0) -> ClassData:
+        """A copy whose train split gives up ``floor(fraction * n_c)`` seeded images of every class
+        ``c`` (at least one when ``fraction > 0``) to a validation split; the test split is kept.
+
+        Every later stage sees only the reduced train split, so defaults chosen on the
+        validation split are chosen on images that no teacher, statistic or method has seen.
+        """
+        if fraction <= 0:
+            return self
+        if self.x_val is not None:
+            raise GeodistillError(f"dataset {self.name!r} already has a validation split")
+        g = torch.Generator().manual_seed(int(seed))
+        val = []
+        for c in range(self.num_classes):
+            idx = self.class_indices(c)
+            k = max(1, int(len(idx) * fraction))
+            if k >= len(idx):
+                raise GeodistillError(
+                    f"dataset {self.name!r}: class {self.class_names[c]!r} has {len(idx)} training "
+                    f"images, too few to hold out {fraction:.0%} for validation (lower --val-fraction)"
+                )
+            val.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+        v = torch.cat(val).sort().values
+        keep = torch.ones(len(self.y_train), dtype=torch.bool)
+        keep[v] = False
+        return ClassData(
+            self.name,
+            list(self.class_names),
+            self.x_train[keep],
+            self.y_train[keep],
+            self.x_test,
+            self.y_test,
+            hflip=self.hflip,
+            skipped=list(self.skipped),
+            x_val=self.x_train[v],
+            y_val=self.y_train[v],
+            val_spec={"fraction": fraction, "seed": int(seed)},
+        )
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of split ``name`` (``train``, ``val`` or ``test``)."""
+        if name == "val":
+            if self.x_val is None:
+                raise GeodistillError(
+                    f"dataset {self.name!r} has no validation split; set data.val_fraction > 0"
+                )
+            return self.x_val, self.y_val
+        if name in ("train", "test"):
+            return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+        raise GeodistillError(f"unknown split {name!r}; use train, val or test")
 
     def float(self, x: torch.Tensor) -> torch.Tensor:
         """Convert a batch to float in [0, 1]."""
@@ -106,7 +163,9 @@ class ClassData:
             "classes": self.class_names,
             "image_shape": list(self.image_shape),
             "train": len(self.y_train),
+            "val": 0 if self.y_val is None else len(self.y_val),
             "test": len(self.y_test),
+            "val_split": self.val_spec,
             "skipped": self.skipped,
         }
 
@@ -125,6 +184,11 @@ class ClassData:
     @classmethod
     def load(cls, path: str | Path) -> ClassData:
         t, meta = load_tensors(path)
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in t]
+        if missing or "class_names" not in meta:
+            raise GeodistillError(
+                f"{path}: not a geodistill dataset cache (missing {missing or 'class_names'})"
+            )
         return cls(
             meta["name"],
             meta["class_names"],

@@ -41,8 +41,16 @@ def load_dataset(
     image_size: int | None = None,
     skip_bad_images: bool = False,
     cache_dir: str | Path | None = None,
+    val_fraction: float = 0.0,
+    val_seed: int = 0,
 ) -> ClassData:
-    """Load and validate a dataset from a source spec (see module docstring)."""
+    """Load and validate a dataset from a source spec (see module docstring); with
+    ``val_fraction`` > 0 a seeded, class-balanced validation split is carved out of train."""
+    data = _load(spec, image_size, skip_bad_images, cache_dir)
+    return data.carve_val(val_fraction, val_seed)
+
+
+def _load(spec: str, image_size: int | None, skip_bad_images: bool, cache_dir) -> ClassData:
     kind, _, arg = spec.partition(":")
     kind = kind.lower()
     if kind == "digits":

@@ -1,18 +1,28 @@
 """Student training with KD from the teacher, accuracy, and (robust) scoring."""
 
 from .metrics import accuracy
-from .robust import ATTACKS, robust_accuracy, sanity_flags
-from .student import MethodScore, attack_scores, evaluate_distilled, image_weights, kd_loss, train_student
+from .robust import ATTACK_CONFIG, attack_versions, robust_accuracy, sanity_flags
+from .student import (
+    MethodScore,
+    attack_scores,
+    evaluate_distilled,
+    image_weights,
+    kd_loss,
+    make_student,
+    train_student,
+)
 
 __all__ = [
-    "ATTACKS",
+    "ATTACK_CONFIG",
     "MethodScore",
     "accuracy",
     "attack_scores",
-    "robust_accuracy",
-    "sanity_flags",
+    "attack_versions",
     "evaluate_distilled",
     "image_weights",
     "kd_loss",
+    "make_student",
+    "robust_accuracy",
+    "sanity_flags",
     "train_student",
 ]

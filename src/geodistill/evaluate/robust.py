@@ -1,13 +1,11 @@
-"""Robust accuracy under adversarial attacks (torchattacks), with sanity checks.
+"""Robust accuracy under adversarial attacks, with sanity checks.
 
 Attacks see images in [0, 1] (normalization is inside the model), so ``eps`` is in pixel
-units, e.g. ``2/255``. All attacks are L∞ with radius ``eps``:
-
-- ``pgd100``: PGD, 100 steps, step ``eps/10``, random start;
-- ``autoattack``: AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square);
-- ``square``: Square attack (score-based, no gradients), 1,000 queries;
-- ``cw``: PGD on the Carlini-Wagner margin loss (CW∞), 100 steps;
-- ``mim``: momentum iterative FGSM, 10 steps, step ``eps/4``, decay 1.
+units, e.g. ``2/255``. ``ATTACK_CONFIG`` states exactly what each name runs; the settings are
+those of GUARD's evaluation (yumozi/GUARD ``train/evaluate.py``) unless said otherwise.
+PGD-100, MIM and CW∞ are implemented here (no extra dependency; tested equal to torchattacks'
+PGD and MIFGSM); AutoAttack, Square and CW-L2 need ``pip install 'geodistill[robust]'``
+(torchattacks, which pins an old ``requests`` and so is not a core dependency).
 """
 
 from __future__ import annotations
@@ -15,11 +13,26 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..config import ATTACKS
 from ..runtime import Runtime
 
-ATTACKS = ("pgd100", "autoattack", "square", "cw", "mim")
+ATTACK_CONFIG = {
+    "pgd100": "L∞ PGD on the cross-entropy, 100 steps of size ε/4, uniform random start (GUARD: "
+    "torchattacks.PGD(eps, alpha=eps/4, steps=100))",
+    "mim": "momentum iterative FGSM (MI-FGSM), 20 steps of size ε, decay 1.0, gradient L1-normalized per "
+    "image as torchattacks.MIFGSM (GUARD's own MIM normalizes by the whole batch's L1 norm)",
+    "cw-linf": "L∞ PGD on the Carlini-Wagner margin max_{j≠y} z_j − z_y, 100 steps of size ε/4, random "
+    "start (geodistill's; not in GUARD)",
+    "square": "torchattacks.Square, L∞, 5000 queries, p_init 0.8, 1 restart (torchattacks' defaults, "
+    "as GUARD)",
+    "autoattack": "torchattacks.AutoAttack, L∞, version 'standard' (APGD-CE, APGD-T, FAB-T, Square)",
+    "cw": "torchattacks.CW (L2), c = 1e-4, κ = 0, 50 steps, lr 0.01 (GUARD's); unbounded L2, so ε does not "
+    "apply and it is run once",
+}
+UNBOUNDED = {"cw"}  # attacks whose perturbation is not limited to the ε ball
 
 
 def _torchattacks():
@@ -28,46 +41,100 @@ def _torchattacks():
     except ImportError as e:
         from ..files import GeodistillError
 
-        raise GeodistillError("robust evaluation needs torchattacks: pip install 'geodistill[robust]'") from e
+        raise GeodistillError(
+            "AutoAttack, Square and CW-L2 need torchattacks: pip install 'geodistill[robust]' "
+            "(pgd100, mim and cw-linf need nothing extra)"
+        ) from e
     return torchattacks
 
 
+def attack_versions() -> dict[str, str]:
+    try:
+        import torchattacks
+
+        return {"torchattacks": torchattacks.__version__}
+    except ImportError:
+        return {}
+
+
+def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    true = logits.gather(1, y[:, None])[:, 0]
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return other - true
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    loss: str = "ce",
+    random_start: bool = True,
+) -> torch.Tensor:
+    """L∞ PGD: from ``x`` plus uniform noise in the ε ball (drawn from the global RNG, as
+    torchattacks does), ``steps`` signed-gradient ascent steps of size ``alpha`` on the batch-mean
+    cross-entropy (``loss="ce"``) or summed CW margin (``"cw"``), each projected onto the ε ball
+    and [0, 1]."""
+    x, y = x.detach(), y.detach()
+    adv = x.clone()
+    if random_start:
+        adv = (adv + torch.empty_like(adv).uniform_(-eps, eps)).clamp(0, 1).detach()
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        logits = model(adv)
+        obj = F.cross_entropy(logits, y) if loss == "ce" else _margin(logits, y).sum()
+        (grad,) = torch.autograd.grad(obj, adv)
+        adv = adv.detach() + alpha * grad.sign()
+        adv = (x + (adv - x).clamp(-eps, eps)).clamp(0, 1).detach()
+    return adv
+
+
+def mim(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    decay: float = 1.0,
+) -> torch.Tensor:
+    """MI-FGSM (Dong et al. 2018): accumulate ``g / mean|g|`` (per image) with ``decay``, step
+    ``alpha`` along the sign of the accumulated gradient, project onto the ε ball and [0, 1]."""
+    x, y = x.detach(), y.detach()
+    momentum = torch.zeros_like(x)
+    adv = x.clone()
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
+        grad = grad / grad.abs().mean(dim=tuple(range(1, x.ndim)), keepdim=True)
+        momentum = grad + decay * momentum
+        adv = adv.detach() + alpha * momentum.sign()
+        adv = (x + (adv - x).clamp(-eps, eps)).clamp(0, 1).detach()
+    return adv
+
+
 def build_attack(name: str, model: nn.Module, eps: float, num_classes: int, seed: int = 0) -> Callable:
-    """An attack ``(images [N,C,H,W] in [0,1], labels [N]) -> adversarial images``."""
-    ta = _torchattacks()
+    """An attack ``(images [N,C,H,W] in [0,1], labels [N]) -> adversarial images`` (``ATTACK_CONFIG``)."""
     if name == "pgd100":
-        return ta.PGD(model, eps=eps, alpha=eps / 10, steps=100, random_start=True)
+        return lambda x, y: pgd(model, x, y, eps=eps, alpha=eps / 4, steps=100)
+    if name == "cw-linf":
+        return lambda x, y: pgd(model, x, y, eps=eps, alpha=eps / 4, steps=100, loss="cw")
+    if name == "mim":
+        return lambda x, y: mim(model, x, y, eps=eps, alpha=eps, steps=20, decay=1.0)
+    ta = _torchattacks()
     if name == "autoattack":
         return ta.AutoAttack(
             model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed
         )
     if name == "square":
-        return ta.Square(model, norm="Linf", eps=eps, n_queries=1000, seed=seed)
-    if name == "mim":
-        return ta.MIFGSM(model, eps=eps, alpha=eps / 4, steps=10, decay=1.0)
+        return ta.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, p_init=0.8, seed=seed)
     if name == "cw":
-        return _cw_linf(ta)(model, eps=eps, alpha=eps / 10, steps=100, random_start=True)
+        return ta.CW(model, c=1e-4, kappa=0, steps=50, lr=0.01)
     raise ValueError(f"unknown attack {name!r}; use any of {ATTACKS}")
-
-
-def _cw_linf(ta):
-    class CWLinf(ta.PGD):
-        """PGD maximizing the CW margin ``max_{j≠y} z_j − z_y`` inside the L∞ ball."""
-
-        def forward(self, images, labels):
-            images, labels = images.clone().detach().to(self.device), labels.clone().detach().to(self.device)
-            adv = (images + torch.empty_like(images).uniform_(-self.eps, self.eps)).clamp(0, 1).detach()
-            for _ in range(self.steps):
-                adv.requires_grad_(True)
-                z = self.get_logits(adv)
-                true = z.gather(1, labels[:, None])[:, 0]
-                other = z.masked_fill(nn.functional.one_hot(labels, z.shape[1]).bool(), -1e4).amax(1)
-                (grad,) = torch.autograd.grad((other - true).clamp(max=50).sum(), adv)
-                adv = adv.detach() + self.alpha * grad.sign()
-                adv = (images + (adv - images).clamp(-self.eps, self.eps)).clamp(0, 1).detach()
-            return adv
-
-    return CWLinf
 
 
 def fixed_subset(n_total: int, n: int, seed: int) -> torch.Tensor:
@@ -91,9 +158,10 @@ def robust_accuracy(
 ) -> dict[str, float]:
     """Clean and robust accuracy of ``model`` on float images ``x`` in [0, 1].
 
-    Returns ``{"clean": acc, "<attack>@<eps>": acc, ...}`` with eps written as ``k/255``
-    when it is a whole multiple of 1/255. An adversarial example counts as correct only if
-    the model still classifies it correctly; the attack must keep it in the ε-ball (checked).
+    Returns ``{"clean": acc, "<attack>@<eps>": acc, ...}`` (``"cw"`` without ε) with eps written
+    as ``k/255`` when it is a whole multiple of 1/255. An adversarial example counts as correct
+    only if the model still classifies it correctly; bounded attacks must stay in the ε ball
+    and in [0, 1] (checked on every batch).
     """
     model.eval()
     out: dict[str, float] = {}
@@ -105,20 +173,21 @@ def robust_accuracy(
             ]
         )
     out["clean"] = clean_ok.float().mean().item()
-    for e in eps:
-        for name in attacks:
-            with torch.random.fork_rng(devices=[rt.device] if rt.cuda else []):
-                torch.manual_seed(seed)
-                attack = build_attack(name, model, e, num_classes, seed)
-                ok = []
-                for i in range(0, len(y), batch_size):
-                    xb, yb = x[i : i + batch_size].to(rt.device), y[i : i + batch_size].to(rt.device)
-                    adv = attack(xb, yb)
-                    if (adv - xb).abs().max() > e + 1e-5 or adv.min() < 0 or adv.max() > 1:
-                        raise RuntimeError(f"attack {name} left the eps={e} ball or [0, 1]")
-                    with torch.no_grad():
-                        ok.append((model(adv).argmax(1) == yb).cpu())
-            out[f"{name}@{eps_label(e)}"] = torch.cat(ok).float().mean().item()
+    jobs = [(name, e) for e in eps for name in attacks if name not in UNBOUNDED]
+    jobs += [(name, None) for name in attacks if name in UNBOUNDED]
+    for name, e in jobs:
+        with torch.random.fork_rng(devices=[rt.device] if rt.cuda else []):
+            torch.manual_seed(seed)
+            attack = build_attack(name, model, e if e is not None else 0.0, num_classes, seed)
+            ok = []
+            for i in range(0, len(y), batch_size):
+                xb, yb = x[i : i + batch_size].to(rt.device), y[i : i + batch_size].to(rt.device)
+                adv = attack(xb, yb)
+                if adv.min() < 0 or adv.max() > 1 or (e is not None and (adv - xb).abs().max() > e + 1e-5):
+                    raise RuntimeError(f"attack {name} left the eps={e} ball or [0, 1]")
+                with torch.no_grad():
+                    ok.append((model(adv).argmax(1) == yb).cpu())
+        out[name if e is None else f"{name}@{eps_label(e)}"] = torch.cat(ok).float().mean().item()
     return out
 
 
@@ -137,12 +206,14 @@ def sanity_flags(scores: dict[str, float], where: str = "") -> list[str]:
     clean = scores.get("clean")
     prefix = f"{where}: " if where else ""
     for k, v in scores.items():
-        if k == "clean" or "@" not in k:
+        if k == "clean":
             continue
         if clean is not None and v > clean + 1e-9:
             flags.append(
                 f"{prefix}{k} accuracy {v:.4f} exceeds clean accuracy {clean:.4f}: probable attack failure"
             )
+        if "@" not in k:
+            continue
         name, eps = k.split("@")
         if name == "autoattack" and f"pgd100@{eps}" in scores and v > scores[f"pgd100@{eps}"] + 1e-9:
             flags.append(

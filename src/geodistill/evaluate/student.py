@@ -3,6 +3,7 @@ the teacher (soft labels computed online on the same augmented view), report tes
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -74,34 +75,49 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     )
 
 
-def train_student(
-    ds: DistilledSet, teacher: Classifier, data: ClassData, cfg: EvalConfig, rt: Runtime, seed: int
-) -> tuple[Classifier, dict]:
-    """Train one student with seed ``seed``; returns it and ``{"seed", "top1", "top5", "seconds"}``."""
-    t0 = time.perf_counter()
+def make_student(teacher: Classifier, arch: str, cfg: EvalConfig, seed: int) -> Classifier:
+    """A fresh student ``arch`` for the teacher's data (same classes, input size, normalization)."""
     spec = {k: v for k, v in teacher.spec.items() if k != "name"}
-    arch = cfg.arch or teacher.arch
-    if cfg.arch and cfg.arch != teacher.arch:
+    if arch != teacher.arch:  # keep only what describes the data, not the teacher's architecture
         spec = {k: spec[k] for k in ("num_classes", "in_chans", "image_size", "mean", "std")}
-    student = rt.prepare(create_model(arch, **{**spec, **cfg.arch_kwargs}, seed=seed))
+    return create_model(arch, **{**spec, **cfg.arch_kwargs}, seed=seed)
+
+
+def train_student(
+    ds: DistilledSet,
+    teacher: Classifier,
+    data: ClassData,
+    cfg: EvalConfig,
+    rt: Runtime,
+    seed: int,
+    arch: str | None = None,
+) -> tuple[Classifier, dict]:
+    """Train one student with seed ``seed`` by KD from ``teacher`` on ``ds``; score it on
+    ``cfg.split``. Every epoch visits every image once, in ``ceil(n / batch)`` near-equal batches.
+
+    Returns the student and ``{"seed", "arch", "top1", "top5", "steps", "epochs", "batch_size",
+    "seconds"}``.
+    """
+    t0 = time.perf_counter()
+    arch = arch or teacher.arch
+    student = rt.prepare(make_student(teacher, arch, cfg, seed))
     teacher.eval()
     g = generator(seed)
-    images, weights = ds.images.float(), image_weights(ds) if cfg.weighted else torch.ones(len(ds.labels))
+    images = ds.images.float()
+    weights = image_weights(ds) if cfg.weighted else torch.ones(len(ds.labels))
     n = len(images)
     bs = min(cfg.batch_size, n)
-    steps = max(1, n // bs) * cfg.epochs
+    per_epoch = math.ceil(n / bs)
+    steps = per_epoch * cfg.epochs
     opt = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps))
     student.train()
-    step = 0
     for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=g)
-        for s in range(max(1, n // bs)):
-            idx = order[s * bs : (s + 1) * bs]
+        for idx in torch.randperm(n, generator=g).tensor_split(per_epoch):
             x = images[idx].to(rt.device)
             w = weights[idx].to(rt.device)
             x = random_resized_crop(x, scale=tuple(cfg.crop_scale), hflip=data.hflip, generator=g)
-            if cfg.cutmix > 0:
+            if cfg.cutmix > 0 and len(idx) > 1:
                 x, perm, lam = cutmix(x, alpha=cfg.cutmix, generator=g)
                 w = lam * w + (1 - lam) * w[perm]
             with torch.no_grad(), rt.autocast():
@@ -113,10 +129,12 @@ def train_student(
             loss.backward()
             opt.step()
             sched.step()
-            step += 1
     student.eval()
-    top1, top5 = accuracy(student, data.x_test, data.y_test, rt, to_float=data.float)
-    return student, {"seed": seed, "top1": top1, "top5": top5, "seconds": time.perf_counter() - t0}
+    xs, ys = data.split(cfg.split)
+    top1, top5 = accuracy(student, xs, ys, rt, to_float=data.float)
+    run = {"seed": seed, "arch": arch, "top1": top1, "top5": top5, "split": cfg.split}
+    run |= {"steps": steps, "epochs": cfg.epochs, "batch_size": bs, "seconds": time.perf_counter() - t0}
+    return student, run
 
 
 def evaluate_distilled(
@@ -126,11 +144,13 @@ def evaluate_distilled(
     cfg: EvalConfig,
     rt: Runtime,
     *,
+    arch: str | None = None,
     log: Callable[[str], None] = lambda s: None,
     on_student: Callable[[Classifier, dict], None] | None = None,
     completed: list[dict] | None = None,
 ) -> MethodScore:
-    """Train ``cfg.seeds`` students (sharded across torchrun ranks); mean and std of accuracy.
+    """Train ``cfg.seeds`` students of ``arch`` (default: the teacher's), sharded across torchrun
+    ranks; mean and std of their accuracy on ``cfg.split``.
 
     ``completed`` holds runs of a resumed evaluation (their seeds are not retrained);
     ``on_student(model, run)`` is called as each new student finishes.
@@ -154,7 +174,7 @@ def evaluate_distilled(
     done = {r["seed"]: r for r in completed or [] if cfg.seed <= r["seed"] < cfg.seed + cfg.seeds}
     runs = list(done.values()) if current().main else []
     for seed in shard([s for s in range(cfg.seed, cfg.seed + cfg.seeds) if s not in done]):
-        student, run = train_student(ds, teacher, data, cfg, rt, seed)
+        student, run = train_student(ds, teacher, data, cfg, rt, seed, arch)
         log(f"  student seed {seed}: top1 {run['top1']:.4f} top5 {run['top5']:.4f} ({run['seconds']:.1f}s)")
         if cfg.attacks:
             run["robust"] = attack_scores(student, data, cfg, rt)
@@ -186,12 +206,13 @@ def evaluate_distilled(
 
 
 def attack_scores(model: Classifier, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dict[str, float]:
-    """Clean and robust accuracy on the seeded test subset of ``cfg.attack_samples`` images."""
-    idx = fixed_subset(len(data.y_test), cfg.attack_samples, cfg.seed)
+    """Clean and robust accuracy on the seeded subset of ``cfg.attack_samples`` images of ``cfg.split``."""
+    xs, ys = data.split(cfg.split)
+    idx = fixed_subset(len(ys), cfg.attack_samples, cfg.seed)
     return robust_accuracy(
         model,
-        data.float(data.x_test[idx]),
-        data.y_test[idx],
+        data.float(xs[idx]),
+        ys[idx],
         cfg.attacks,
         cfg.eps,
         rt,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..files import GeodistillError, load_tensors, save_tensors
+from ..files import GeodistillError, check_tensor, load_tensors, save_tensors
 
 Builder = Callable[..., tuple[nn.Module, nn.Module]]
 _REGISTRY: dict[str, Builder] = {}
@@ -39,12 +39,16 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.spec = spec  # create_model kwargs, to rebuild the architecture from a checkpoint
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features ``[N, D]``."""
-        return self.body((x - self.mean) / self.std)
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] -> the normalized input ``(x - mean) / std`` the body sees."""
+        return (x - self.mean) / self.std
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def features(self, x: torch.Tensor, *, normalized: bool = False) -> torch.Tensor:
+        """Penultimate features ``[N, D]`` of images ``x`` (already normalized if ``normalized``)."""
+        return self.body(x if normalized else self.normalize(x))
+
+    def forward(self, x: torch.Tensor, *, normalized: bool = False) -> torch.Tensor:
+        return self.head(self.features(x, normalized=normalized))
 
     @property
     def arch(self) -> str:
@@ -121,23 +125,39 @@ def load_checkpoint(
     path = Path(path)
     if path.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt"):
         raise GeodistillError(
-            f"{path}: geodistill reads checkpoints only as .safetensors (pickle files can run "
-            "code when loaded). Convert a trusted file with `geodistill convert-checkpoint`"
+            f"{path}: geodistill reads checkpoints only as .safetensors (pickle files can run code when "
+            f"loaded). Import a PyTorch state dict with: geodistill convert-checkpoint {path} --arch NAME "
+            "--num-classes K --image-size S --out teacher.safetensors"
         )
     sd, meta = load_tensors(path)
     spec = meta.get("spec")
-    if not spec:
-        raise GeodistillError(f"{path}: not a geodistill checkpoint (no model spec in its header)")
+    required = ("name", "num_classes", "in_chans", "image_size", "mean", "std")
+    if not isinstance(spec, dict) or any(k not in spec for k in required):
+        raise GeodistillError(
+            f"{path}: not a geodistill checkpoint (its header has no complete model spec); import a plain "
+            "state dict with `geodistill convert-checkpoint`"
+        )
+    for name, t in sd.items():
+        if t.is_floating_point():
+            check_tensor(path, name, t)
+    ck_names = meta.get("class_names")
+    if ck_names is not None and len(ck_names) != spec["num_classes"]:
+        raise GeodistillError(
+            f"{path}: header lists {len(ck_names)} class names for a {spec['num_classes']}-class model"
+        )
     if arch is not None and spec["name"] != arch:
         raise GeodistillError(f"{path}: checkpoint architecture is {spec['name']!r}, expected {arch!r}")
-    if class_names is not None and meta.get("class_names") not in (None, list(class_names)):
-        ck = meta["class_names"]
+    if class_names is not None and ck_names is None and spec["num_classes"] != len(class_names):
         raise GeodistillError(
-            f"{path}: checkpoint classes do not match the dataset: checkpoint has {len(ck)} "
-            f"classes {ck[:5]}..., data has {len(class_names)} {list(class_names)[:5]}..."
-            if len(ck) != len(class_names)
+            f"{path}: a {spec['num_classes']}-class checkpoint for a dataset with {len(class_names)} classes"
+        )
+    if class_names is not None and ck_names not in (None, list(class_names)):
+        raise GeodistillError(
+            f"{path}: checkpoint classes do not match the dataset: checkpoint has {len(ck_names)} "
+            f"classes {ck_names[:5]}..., data has {len(class_names)} {list(class_names)[:5]}..."
+            if len(ck_names) != len(class_names)
             else f"{path}: checkpoint class order differs from the dataset's at index "
-            f"{next(i for i, (a, b) in enumerate(zip(ck, class_names)) if a != b)}"
+            f"{next(i for i, (a, b) in enumerate(zip(ck_names, class_names)) if a != b)}"
         )
     if image_shape is not None and (spec["in_chans"], spec["image_size"]) != (
         image_shape[0],
@@ -148,7 +168,10 @@ def load_checkpoint(
             f"{image_shape[0]}x{image_shape[-1]}px"
         )
     kwargs = {k: v for k, v in spec.items() if k != "name"}
-    model = create_model(spec["name"], **kwargs)
+    try:
+        model = create_model(spec["name"], **kwargs)
+    except (TypeError, ValueError) as e:
+        raise GeodistillError(f"{path}: cannot build the model its header describes ({e})") from e
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:

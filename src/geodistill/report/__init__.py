@@ -74,22 +74,24 @@ def _rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     ]
     rows = []
     for name, m in metrics["methods"].items():
-        own = metrics.get("teacher_guard") if name.endswith("+guard") else None
-        base = (own or t)["top1"]  # each method relative to the teacher that made and relabelled it
-        rel = m["top1"] / base if base else float("nan")
-        rob = [_pct(m.get("robust", {}).get(k)) for k in rkeys]
-        rows.append(
-            [
-                name,
-                _pct(m["top1"]),
-                _pct(m["top1_std"]),
-                _pct(m.get("top5")),
-                f"{100 * rel:.1f}",
-                *rob,
-                str(m["seeds"]),
-                f"{m['seconds']:.1f}",
-            ]
-        )
+        own = metrics.get(m.get("teacher", "teacher")) or t
+        base = own["top1"]  # each method relative to the teacher that made and relabelled it
+        for arch, sc in [(m.get("student"), m), *m.get("by_student", {}).items()]:
+            rel = sc["top1"] / base if base else float("nan")
+            rob = [_pct(sc.get("robust", {}).get(k)) for k in rkeys]
+            label = name if arch in (None, own["arch"]) and sc is m else f"{name} ({arch})"
+            rows.append(
+                [
+                    label,
+                    _pct(sc["top1"]),
+                    _pct(sc["top1_std"]),
+                    _pct(sc.get("top5")),
+                    f"{100 * rel:.1f}",
+                    *rob,
+                    str(sc["seeds"]),
+                    f"{m['seconds']:.1f}",
+                ]
+            )
     return head, rows
 
 
@@ -109,7 +111,8 @@ def markdown(metrics: dict, grids: dict[str, str] | None = None) -> str:
     lines = [
         f"# geodistill report: {metrics['dataset']}",
         "",
-        f"- classes: {metrics['num_classes']}, images per class (IPC): {metrics['ipc']}",
+        f"- classes: {metrics['num_classes']}, images per class (IPC): {metrics['ipc']}; students scored on "
+        f"the {metrics.get('split', 'test')} split",
         _teacher_line("teacher", metrics["teacher"]),
     ]
     if metrics.get("teacher_guard") and metrics["teacher_guard"].get("sha256") != metrics["teacher"].get(

@@ -4,7 +4,6 @@ feature matching."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..stats import bn_layers
@@ -64,7 +63,35 @@ class BNMatcher:
             h.remove()
 
 
-def feature_matching(features: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
-    """Mean over images of ``‖f(x_i) − y_i‖² / D``: each image's penultimate feature to its
-    barycenter atom. ``features, atoms [N, D]``."""
-    return F.mse_loss(features, atoms)
+def feature_matching(
+    features: torch.Tensor, atoms: torch.Tensor, scale: torch.Tensor, form: str = "relative"
+) -> torch.Tensor:
+    """The barycenter term between features ``[N, D]`` and their paired atoms ``[N, D]``.
+
+    - ``relative``: ``mean_i ‖f_i − a_i‖² / s_i``, ``s_i`` (``scale [N]``) the total feature
+      variance of image ``i``'s class (mean squared distance of its real features to their mean):
+      dimensionless, so its weight does not depend on the feature dimension D.
+    - ``paper``: ``‖F − A‖_F`` over the whole batch, unsquared, as in the authors' code
+      (``torch.norm(feature - wass_bary, 2)``); its size grows like √(N·D).
+    """
+    diff = features - atoms
+    if form == "paper":
+        return diff.norm()
+    if form == "relative":
+        return (diff.pow(2).sum(1) / scale).mean()
+    raise ValueError(f"unknown feature loss {form!r}; use relative or paper")
+
+
+def ot_pairing(features: torch.Tensor, atoms: torch.Tensor, ipc: int) -> torch.Tensor:
+    """Re-pair images and atoms within each class by optimal assignment: returns a permutation
+    ``perm [N]`` such that ``atoms[perm]`` minimises the summed squared distance to ``features``
+    (classes are consecutive blocks of ``ipc`` rows, pairs never cross classes)."""
+    from scipy.optimize import linear_sum_assignment
+
+    f, a = features.detach().double().cpu(), atoms.detach().double().cpu()
+    perm = torch.arange(len(f))
+    for s in range(0, len(f), ipc):
+        cost = torch.cdist(f[s : s + ipc], a[s : s + ipc]).pow(2).numpy()
+        rows, cols = linear_sum_assignment(cost)
+        perm[s + rows] = torch.as_tensor(cols) + s
+    return perm.to(features.device)

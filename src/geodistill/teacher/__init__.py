@@ -4,7 +4,6 @@ from .regularizers import (
     REGULARIZERS,
     curvature_penalty,
     curvature_simple_penalty,
-    default_h,
     objective,
 )
 from .squeeze import TeacherResult, TrainState, train_teacher
@@ -15,7 +14,6 @@ __all__ = [
     "TrainState",
     "curvature_penalty",
     "curvature_simple_penalty",
-    "default_h",
     "objective",
     "train_teacher",
 ]

@@ -1,69 +1,105 @@
 """Training objectives for the squeeze stage: plain CE, GUARD's curvature regularizer and
 the input-gradient / adversarial-training baselines it is compared against.
 
-Each objective returns ``(loss, logits)`` for a batch ``x`` ``[N, C, H, W]`` in [0, 1]
-(pixel units: every step size and radius here is measured on [0, 1] images).
+Units. Images are in [0, 1] and normalization lives inside the model. GUARD's terms are
+computed, as in the authors' code (yumozi/GUARD ``pretrain_cifar.py``, ``pretrain.py``), on the
+*normalized* input ``u = (x - mean) / std``: ``h`` is a length in those units (3.0 = three
+standard deviations of one pixel channel, spread over all C*H*W inputs by the unit direction
+``z``) and gradients are taken with respect to ``u``. The adversarial-training radii ``eps``
+are in pixel units, like every attack radius in geodistill.
+
+Each objective returns ``(loss, logits, parts)`` for a batch ``x [N, C, H, W]``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LossFn = Callable[[torch.Tensor], torch.Tensor]  # x [N, ...] -> per-sample loss [N]
+from ..config import REGULARIZERS
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]  # inputs [N, ...] -> per-sample loss [N]
 
 
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1)
 
 
-def input_grad(loss_fn: LossFn, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-    """``∇ₓ ℓ(x_i)`` for every sample (the losses are summed, so samples do not mix)."""
+def input_grad(loss_fn: LossFn, x: torch.Tensor, *, reduce: str = "sum", create_graph: bool = False):
+    """Gradient of ``loss_fn(x).sum()`` (each row: ``∇ℓ(x_i)``) or ``.mean()`` (each row:
+    ``∇ℓ(x_i) / N``, the gradient of a batch-mean loss as the GUARD code takes it)."""
     x = x if x.requires_grad else x.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(loss_fn(x).sum(), x, create_graph=create_graph)
+    total = loss_fn(x).sum() if reduce == "sum" else loss_fn(x).mean()
+    (g,) = torch.autograd.grad(total, x, create_graph=create_graph)
     return g
 
 
-def curvature_penalty(loss_fn: LossFn, x: torch.Tensor, h: float) -> torch.Tensor:
-    """GUARD's regularizer, per sample: ``‖∇ₓℓ(x + h·z) − ∇ₓℓ(x)‖₂`` with
-    ``z = ∇ₓℓ(x)/‖∇ₓℓ(x)‖`` (detached). For a quadratic loss ``½xᵀHx`` it equals ``h‖Hz‖``.
+def unit_direction(g: torch.Tensor) -> torch.Tensor:
+    """``g / ‖g‖`` per sample (detached); the authors add 1e-7 to avoid 0/0, so do we."""
+    g = g.detach()
+    return (g + 1e-7) / (_per_sample_norm(g) + 1e-7).view(-1, *[1] * (g.ndim - 1))
 
-    Uses double backprop, so the result is differentiable w.r.t. the model parameters.
-    Returns a tensor ``[N]``.
+
+def curvature_penalty(loss_fn: LossFn, u: torch.Tensor, h: float) -> torch.Tensor:
+    """GUARD's regularizer, per sample: ``‖∇ᵤ L(u + h·z) − ∇ᵤ L(u)‖₂`` for the batch-mean loss
+    ``L = mean_i ℓ(u_i)`` (so every row carries a factor ``1/N``, as in the authors' code) and
+    ``z = ∇ᵤL / ‖∇ᵤL‖`` per sample (detached). Returns ``[N]``; for a quadratic per-sample loss
+    ``½uᵀAu`` row ``i`` equals ``h·‖A z_i‖ / N``.
+
+    The clean gradient is computed once with ``create_graph`` and serves both as the direction
+    and as the subtracted term (the authors run a third forward pass for it); double backprop
+    makes the result differentiable w.r.t. the model's parameters.
     """
-    x = x.detach().requires_grad_(True)
-    g0 = input_grad(loss_fn, x, create_graph=True)
-    z = g0.detach() / _per_sample_norm(g0.detach()).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-    g1 = input_grad(loss_fn, x + h * z, create_graph=True)
+    u = u.detach().requires_grad_(True)
+    g0 = input_grad(loss_fn, u, reduce="mean", create_graph=True)
+    z = unit_direction(g0)
+    g1 = input_grad(loss_fn, u + h * z, reduce="mean", create_graph=True)
     return _per_sample_norm(g1 - g0)
 
 
-def curvature_simple_penalty(loss_fn: LossFn, x: torch.Tensor, h: float) -> torch.Tensor:
-    """The authors' cheaper ImageNet variant: ``|ℓ(x + h·z) − ℓ(x)|`` per sample (``[N]``)."""
-    x = x.detach().requires_grad_(True)
-    loss0 = loss_fn(x)
-    (g,) = torch.autograd.grad(loss0.sum(), x, retain_graph=True)
-    z = g / _per_sample_norm(g).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-    return (loss_fn(x.detach() + h * z) - loss0).abs()
+def curvature_simple_penalty(loss_fn: LossFn, u: torch.Tensor, h: float) -> torch.Tensor:
+    """The authors' ImageNet variant (``pretrain.py``): ``|L(u + h·z) − L(u)|`` for the batch-mean
+    loss ``L``, ``z`` the per-sample unit gradient direction. Returns a scalar."""
+    u = u.detach().requires_grad_(True)
+    loss0 = loss_fn(u).mean()
+    (g,) = torch.autograd.grad(loss0, u, retain_graph=True)
+    return (loss_fn(u.detach() + h * unit_direction(g)).mean() - loss0).abs()
 
 
-def default_h(image_shape: tuple[int, ...], std: list[float], h224: float = 3.0) -> float:
-    """GUARD's step ``h`` in pixel units for an image of ``image_shape`` ``(C, H, W)``.
+def _affine_bn_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    if bn.training or bn.running_mean is None:
+        return type(bn).forward(bn, x)
+    scale = (bn.running_var + bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale + (bn.bias if bn.bias is not None else 0)
+    shape = (1, -1, *[1] * (x.ndim - 2))
+    return x * scale.view(shape) + shift.view(shape)
 
-    The authors use h = 3.0 at 3x224x224 in normalized units (pixel / std). ``z`` is a
-    unit vector over all ``C·H·W`` inputs, so the per-input size of ``h·z`` is ``h/√(CHW)``;
-    keeping that constant gives ``h = h224 · mean(std) · √(CHW / (3·224·224))``.
+
+@contextmanager
+def eval_bn_as_affine(model: nn.Module) -> Iterator[None]:
+    """Compute every eval-mode BatchNorm as the per-channel affine map it is.
+
+    Same values and gradients as ``F.batch_norm(training=False)``, but its second-order graph
+    is a few multiplications instead of the generic batch-norm double backward, which made up
+    a sixth of a curvature step (``benchmarks/results/regularizer_cost_cifar10.md``).
     """
-    c, hh, ww = image_shape
-    return h224 * float(sum(std) / len(std)) * math.sqrt(c * hh * ww / (3 * 224 * 224))
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.forward = _affine_bn_forward.__get__(m)  # instance attribute shadows the class method
+    try:
+        yield
+    finally:
+        for m in bns:
+            del m.forward
 
 
 def _pgd(
-    model: nn.Module,
     x: torch.Tensor,
     objective: Callable[[torch.Tensor], torch.Tensor],
     eps: float,
@@ -71,6 +107,7 @@ def _pgd(
     steps: int,
     g: torch.Generator | None,
 ) -> torch.Tensor:
+    """L∞ PGD ascent on ``objective`` from a uniform random start in the ``eps`` ball."""
     delta = (torch.rand(x.shape, generator=g, device=g.device if g else "cpu").to(x.device) * 2 - 1) * eps
     for _ in range(steps):
         delta.requires_grad_(True)
@@ -79,9 +116,9 @@ def _pgd(
     return (x + delta).clamp(0, 1).detach()
 
 
-REGULARIZERS = ("none", "curvature", "curvature-simple", "gradnorm", "fgsm", "pgd", "trades")
-# curvature: lambda_=4 in the authors' regularizer (inherited from CURE); TRADES: beta=6
-DEFAULT_LAMBDA = {"curvature": 4.0, "curvature-simple": 4.0, "gradnorm": 1.0, "trades": 6.0}
+# The authors' weights: GUARD CIFAR (--lamda 100 on the batch-mean loss), GUARD ImageNet
+# (--beta 1e-4), TRADES (beta 6, Zhang et al. 2019); gradnorm has no published constant here.
+DEFAULT_LAMBDA = {"curvature": 100.0, "curvature-simple": 1e-4, "gradnorm": 1.0, "trades": 6.0}
 
 
 def objective(
@@ -91,37 +128,33 @@ def objective(
     kind: str,
     *,
     lam: float = 0.0,
-    h: float = 0.0,
+    h: float = 3.0,
     eps: float = 2 / 255,
     label_smoothing: float = 0.0,
     generator: torch.Generator | None = None,
-    input_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """``(loss, logits, parts)`` for one batch under regularizer ``kind`` (see ``REGULARIZERS``).
+    """``(loss, logits, parts)`` for one batch under regularizer ``kind`` (see ``REGULARIZERS``);
+    ``lam`` 0 means the authors' weight (``DEFAULT_LAMBDA``).
 
-    ``input_scale`` (the model's normalization std, averaged over channels) converts the
-    input-gradient penalties to the normalized units the papers use: a gradient w.r.t.
-    pixels is ``1/std`` times the gradient w.r.t. normalized inputs, so the curvature and
-    gradnorm terms are multiplied by ``input_scale`` and ``λ`` keeps the authors' meaning.
-
-    - ``curvature``: CE + λ·mean‖∇ℓ(x+hz) − ∇ℓ(x)‖ (GUARD);  ``curvature-simple``: CE +
-      λ·mean|ℓ(x+hz) − ℓ(x)|;  ``gradnorm``: CE + λ·mean‖∇ₓℓ(x)‖;
+    - ``curvature`` (GUARD): CE + λ·mean_i ‖∇ᵤL(u+hz) − ∇ᵤL(u)‖ (normalized units, batch-mean L);
+    - ``curvature-simple``: CE + λ·|L(u+hz) − L(u)|;  ``gradnorm``: CE + λ·mean_i ‖∇ᵤℓ(u_i)‖;
     - ``fgsm``: CE on FGSM-with-random-start examples (α = 1.25ε; Wong et al. 2020);
     - ``pgd``: CE on 7-step PGD examples (α = 2.5ε/7; Madry et al.);
     - ``trades``: CE + λ·KL(f(x_adv) ‖ f(x)), x_adv by 7-step PGD on the KL (Zhang et al.).
+
+    The input-gradient terms see the model in eval mode (fixed BN statistics), like the authors'.
     """
     if kind not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {kind!r}; use one of {REGULARIZERS}")
     lam = lam or DEFAULT_LAMBDA.get(kind, 0.0)
     ce = lambda logits: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-    per_sample = lambda xx: F.cross_entropy(model(xx), y, reduction="none")
     parts: dict[str, float] = {}
     if kind in ("fgsm", "pgd"):
         was = model.training
         model.eval()
         obj = lambda xx: F.cross_entropy(model(xx), y)
         steps, alpha = (1, 1.25 * eps) if kind == "fgsm" else (7, 2.5 * eps / 7)
-        x = _pgd(model, x, obj, eps, alpha, steps, generator)
+        x = _pgd(x, obj, eps, alpha, steps, generator)
         model.train(was)
         logits = model(x)
         return ce(logits), logits, parts
@@ -129,26 +162,24 @@ def objective(
     loss = ce(logits)
     if kind == "none":
         return loss, logits, parts
+    was = model.training
+    model.eval()
     if kind == "trades":
-        was = model.training
-        model.eval()
         p_clean = F.softmax(logits.detach(), 1)
         kl = lambda xx: F.kl_div(F.log_softmax(model(xx), 1), p_clean, reduction="batchmean")
-        x_adv = _pgd(model, x, kl, eps, 2.5 * eps / 7, 7, generator)
+        x_adv = _pgd(x, kl, eps, 2.5 * eps / 7, 7, generator)
         model.train(was)
         reg = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
     else:
-        # like the authors' code, the regularizer sees the model in eval mode (fixed BN stats)
-        was = model.training
-        model.eval()
-        if kind == "curvature":
-            reg = curvature_penalty(per_sample, x, h).mean()
-        elif kind == "curvature-simple":
-            reg = curvature_simple_penalty(per_sample, x, h).mean()
-        else:  # gradnorm
-            reg = _per_sample_norm(input_grad(per_sample, x, create_graph=True)).mean()
+        u = getattr(model, "module", model).normalize(x)
+        per_sample = lambda uu: F.cross_entropy(model(uu, normalized=True), y, reduction="none")
+        with eval_bn_as_affine(model):
+            if kind == "curvature":
+                reg = curvature_penalty(per_sample, u, h).mean()
+            elif kind == "curvature-simple":
+                reg = curvature_simple_penalty(per_sample, u, h)
+            else:  # gradnorm
+                reg = _per_sample_norm(input_grad(per_sample, u, create_graph=True)).mean()
         model.train(was)
-    if kind != "trades":
-        reg = reg * input_scale
     parts["reg"] = float(reg.detach())
     return loss + lam * reg, logits, parts

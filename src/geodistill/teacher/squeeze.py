@@ -17,7 +17,7 @@ from ..evaluate.metrics import accuracy
 from ..models import Classifier, create_model
 from ..optim import cosine, make_optimizer
 from ..runtime import Runtime, generator
-from .regularizers import default_h, objective
+from .regularizers import objective
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TeacherResult:
     top5: float
     history: list[dict]
     seconds: float
-    h: float = 0.0  # the curvature step used, in pixel units (0 when unused)
+    h: float = 0.0  # the curvature step used, in normalized input units (0 when unused)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -107,9 +107,7 @@ def train_teacher(
         first, history = start.epoch, list(start.history)
         for _ in range(first * steps_per_epoch):
             sched.step()
-    h = cfg.reg_h or (
-        default_h(data.image_shape, model.spec["std"]) if "curvature" in cfg.regularizer else 0.0
-    )
+    h = cfg.reg_h if "curvature" in cfg.regularizer else 0.0
     t_start = time.perf_counter()
     for epoch in range(first, cfg.epochs):
         t0 = time.perf_counter()
@@ -134,7 +132,6 @@ def train_teacher(
                     h=h,
                     eps=cfg.reg_eps,
                     label_smoothing=cfg.label_smoothing,
-                    input_scale=float(sum(model.spec["std"]) / len(model.spec["std"])),
                     generator=g,
                 )
             opt.zero_grad(set_to_none=True)
