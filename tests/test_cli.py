@@ -123,3 +123,96 @@ def test_bad_flags_are_clear(tmp_path, tiny_cfg, capsys):
     assert main(["run", str(tiny_cfg), "--out", str(tmp_path / "y"), "--distill.ipc", "999"]) == 2
     assert "larger than class" in capsys.readouterr().err
     assert main(["run", str(tiny_cfg), "--out", str(tmp_path / "z"), "--methods", "wmdd,magic"]) == 2
+    assert "unknown method 'magic'" in capsys.readouterr().err
+    assert main(["run", str(tiny_cfg), "--out", str(tmp_path / "w"), "--methods", "wmdd[r_feet=1]"]) == 2
+    assert "unknown key(s) ['r_feet']" in capsys.readouterr().err
+    assert main(["run", str(tiny_cfg), "--out", str(tmp_path / "v"), "--evaluate.eps", "8"]) == 2
+    assert "write 8/255" in capsys.readouterr().err
+    assert main(["run", str(tiny_cfg), "--out", str(tmp_path / "u"), "--distill.method", "magic"]) == 2
+    assert "is not one of wmdd" in capsys.readouterr().err
+    for d in "xyzwvu":
+        assert not (tmp_path / d).exists()  # a refused run writes nothing
+
+
+def test_valid_method_list_flag_runs(tmp_path, tiny_cfg):
+    out = tmp_path / "ok"
+    args = ["run", str(tiny_cfg), "--out", str(out), "--methods", "random,kmeans[weighted=true]", "--quiet"]
+    assert main([*args, "--evaluate.seeds", "1", "--evaluate.epochs", "1"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["methods"]) == ["random", "kmeans[weighted=true]"]
+    assert m["methods"]["kmeans[weighted=true]"]["distill"]["config"]["weighted"] is True
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["squeeze", "--data", "digits", "--epochs", "0", "--out", "T"], "below the minimum 1"),
+        (["squeeze", "--data", "digits", "--regularizer", "cure", "--out", "T"], "is not one of none"),
+        (["squeeze", "--data", "digits", "--val-fraction", "0.9", "--out", "T"], "above the maximum 0.5"),
+        (["evaluate", "--teacher", "T", "--distilled", "D", "--eps", "8", "--out", "E"], "write 8/255"),
+        (
+            ["evaluate", "--teacher", "T", "--distilled", "D", "--attacks", "fgsm", "--out", "E"],
+            "is not one of",
+        ),
+        (["distill", "--teacher", "T", "--method", "dm", "--out", "D"], "is not one of"),
+        (["distill", "--teacher", "T", "--ipc", "-1", "--out", "D"], "below the minimum 1"),
+    ],
+)
+def test_bad_values_exit_2_before_any_work(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_argparse_errors_return_2_without_systemexit(capsys):
+    argv = ["distill", "--teacher", "t", "--out", "o", "--no-such-flag"]
+    assert main(argv) == 2  # argparse raises SystemExit(2) inside
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    assert main(["distill"]) == 2
+    assert "required: --teacher, --out" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+    assert main(["squeeze", "-h"]) == 0
+
+
+def test_every_flag_has_help_with_choices(capsys):
+    for cmd in ("squeeze", "distill", "evaluate"):
+        assert main([cmd, "-h"]) == 0
+        text = capsys.readouterr().out
+        flags = [line.split()[0] for line in text.splitlines() if line.strip().startswith("--")]
+        assert len(flags) > 8
+        for line in text.splitlines():
+            stripped = line.strip()
+            if stripped.startswith("--") and stripped.split()[0] not in ("--help",):
+                assert len(stripped.split(maxsplit=2)) >= 2, f"{cmd}: flag without help: {line}"
+    assert main(["distill", "-h"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "distillation or selection method; one of: wmdd, sre2l, rded, random, herding, kcenter, kmeans"
+        in text
+    )
+    assert "images per class" in text
+
+
+def test_guard_weighted_solvers_and_attacks_end_to_end(tmp_path, tiny_cfg):
+    out = tmp_path / "run"
+    methods = "wmdd[weighted=true,barycenter=fast],wmdd[barycenter=sliced]+guard,random+guard"
+    args = ["run", str(tiny_cfg), "--out", str(out), "--quiet", "--methods", methods]
+    args += ["--evaluate.seeds", "1", "--evaluate.epochs", "2", "--evaluate.attacks", "pgd100"]
+    args += ["--evaluate.eps", "8/255", "--evaluate.attack_samples", "40", "--set", "guard={epochs: 1}"]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["teacher"]["regularizer"] == "none" and m["teacher_guard"]["regularizer"] == "curvature"
+    assert m["teacher_guard"]["sha256"] != m["teacher"]["sha256"]
+    w = m["methods"]["wmdd[weighted=true,barycenter=fast]"]
+    assert w["teacher"] == "teacher" and m["methods"]["random+guard"]["teacher"] == "teacher_guard"
+    assert w["distill"]["config"]["weighted"] is True and w["distill"]["config"]["barycenter"] == "fast"
+    weights = json.loads((out / "wmdd_weighted-true_barycenter-fast" / "manifest.json").read_text())[
+        "weights"
+    ]
+    assert len(set(round(x, 6) for x in weights)) > 1  # learned, non-uniform masses
+    assert m["methods"]["wmdd[barycenter=sliced]+guard"]["distill"]["config"]["barycenter"] == "sliced"
+    for entry in m["methods"].values():
+        assert set(entry["robust"]) == {"clean", "pgd100@8/255"}
+    assert "pgd100@8/255 %" in (out / "report.md").read_text()
+    assert "pgd100" in m["protocol"]["attack_config"]

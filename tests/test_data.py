@@ -172,3 +172,84 @@ def test_cutmix_lambda_matches_pasted_area():
         frac_own = (out[i] == x[i]).float().mean().item()
         if x[i].max() != x[perm[i]].max():
             assert frac_own == pytest.approx(lam)
+
+
+def _asym(n, c, h, w, seed=0):
+    """Distinct, asymmetric uint8 images: every value depends on (image, channel, row, column)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, c, h, w), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW", "NHW"])
+def test_npz_pixels_and_layout_are_exact(tmp_path, layout):
+    chw = _asym(12, 1 if layout == "NHW" else 3, 5, 7)  # H != W
+    arr = {"NHWC": chw.transpose(0, 2, 3, 1), "NCHW": chw, "NHW": chw[:, 0]}[layout]
+    np.savez(
+        tmp_path / "d.npz", x_train=arr, y_train=np.arange(12) % 3, x_test=arr[:6], y_test=np.arange(6) % 3
+    )
+    d = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    assert d.x_train.dtype == torch.uint8 and tuple(d.x_train.shape) == chw.shape
+    assert np.array_equal(d.x_train.numpy(), chw)
+    assert d.y_train.tolist() == (np.arange(12) % 3).tolist()
+    # uint8 -> float in [0, 1]: exactly value / 255
+    torch.testing.assert_close(d.float(d.x_train[:2]), torch.from_numpy(chw[:2]).float() / 255)
+    assert d.float(d.x_train).max() == pytest.approx(chw.max() / 255)
+
+
+def test_npz_float_images_are_kept(tmp_path):
+    x = _asym(6, 3, 4, 6).astype(np.float32) / 255
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(6) % 2, x_test=x[:2], y_test=np.arange(2))
+    d = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    assert np.array_equal(d.float(d.x_train).numpy(), x)
+
+
+def test_folder_pixels_and_channel_order_are_exact(tmp_path):
+    imgs = _asym(4, 3, 6, 9, seed=1)  # [N, C, H, W], H != W
+    for split in ("train", "test"):
+        for k, name in enumerate(["a", "b"]):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(imgs[2 * k + i].transpose(1, 2, 0), "RGB").save(
+                    tmp_path / split / name / f"{i}.png"
+                )
+    d = load_dataset(f"folder:{tmp_path}")
+    assert tuple(d.x_train.shape) == (4, 3, 6, 9)
+    assert np.array_equal(d.x_train.numpy(), imgs) and d.y_train.tolist() == [0, 0, 1, 1]
+
+
+def _write_idx(path, arr):
+    import gzip  # noqa: F401  (torchvision reads the raw files)
+
+    magic = {3: 0x0803, 1: 0x0801}[arr.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def test_torchvision_mnist_on_disk_pixels_are_exact(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    x = _asym(10, 1, 28, 28, seed=2)[:, 0]
+    y = np.arange(10) % 10
+    for split, n in (("train", 10), ("t10k", 10)):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", x[:n])
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", y[:n])
+    d = load_dataset(f"mnist:{tmp_path}")
+    assert tuple(d.x_train.shape) == (10, 1, 28, 28) and np.array_equal(d.x_train[:, 0].numpy(), x)
+    assert d.y_train.tolist() == y.tolist() and not d.hflip
+
+
+def test_validation_split_is_class_balanced_seeded_and_disjoint():
+    full = load_dataset("digits", image_size=8)
+    d = load_dataset("digits", image_size=8, val_fraction=0.1, val_seed=3)
+    assert len(d.y_train) + len(d.y_val) == len(full.y_train) and torch.equal(d.x_test, full.x_test)
+    counts = torch.bincount(d.y_val, minlength=10)
+    assert counts.tolist() == [int(n * 0.1) for n in full.class_counts()]
+    key = lambda x: {bytes(t.numpy().tobytes()) for t in x}
+    assert key(d.x_val).isdisjoint(key(d.x_train))
+    again = load_dataset("digits", image_size=8, val_fraction=0.1, val_seed=3)
+    assert torch.equal(again.x_val, d.x_val)
+    other = load_dataset("digits", image_size=8, val_fraction=0.1, val_seed=4)
+    assert not torch.equal(other.x_val, d.x_val)
+    assert d.summary()["val_split"] == {"fraction": 0.1, "seed": 3}
+    with pytest.raises(GeodistillError, match="no validation split"):
+        full.split("val")

@@ -134,7 +134,9 @@ def test_adversarial_training_loss_is_above_clean_loss(kind):
 def test_trades_term_is_positive_and_weighted_by_six():
     m = _model(0.5)
     x, y = _batch()
-    loss, logits, parts = objective(m, x, y, "trades", eps=16 / 255, generator=torch.Generator().manual_seed(0))
+    loss, logits, parts = objective(
+        m, x, y, "trades", eps=16 / 255, generator=torch.Generator().manual_seed(0)
+    )
     assert parts["reg"] > 1e-6
     assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item() + 6.0 * parts["reg"], rel=1e-5)
 

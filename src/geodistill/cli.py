@@ -306,9 +306,7 @@ def _dispatch(args, extra) -> int:
         for m in cfg.methods:
             pipeline.parse_method(m, cfg.distill)
         data = pipeline.load_data(cfg.data)
-        data.check_ipc(cfg.distill.ipc)
-        if cfg.evaluate.split == "val":
-            data.split("val")
+        pipeline.check_run(cfg, data)
         prepare_out_dir(out, overwrite=args.overwrite, resume=args.resume)
         rt = _runtime(args)
         log = _logger(args)

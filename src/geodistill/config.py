@@ -184,10 +184,16 @@ class RunConfig:
         ["wmdd", "sre2l", "random"],
         "methods; 'm+guard' uses the GUARD teacher, 'm[key=value,...]' overrides distill fields",
     )
-    guard: dict = opt({"regularizer": "curvature"}, "squeeze overrides of the teacher of '+guard' methods")
+    guard: dict = opt(
+        {"regularizer": "curvature"},
+        "squeeze overrides of the teacher of '+guard' methods (merged over {regularizer: curvature})",
+    )
     device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
     amp: bool = opt(False, "bfloat16 autocast (CUDA only)")
     channels_last: bool = opt(False, "channels-last memory format (CUDA only)")
+
+    def __post_init__(self) -> None:
+        self.guard = {"regularizer": "curvature", **self.guard}
 
 
 def help_text(f: dataclasses.Field) -> str:
@@ -240,7 +246,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return str(value)
         if origin in (tuple, list):
             if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
+                value = split_list(value)
             if not isinstance(value, list | tuple):
                 raise TypeError(value)
             inner = args[0] if args else str
@@ -259,6 +265,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             f"config {where}: cannot read {value!r} as {getattr(hint, '__name__', hint)}"
         ) from e
     return value
+
+
+def split_list(text: str) -> list[str]:
+    """``"a,b[x=1,y=2],c"`` -> ``["a", "b[x=1,y=2]", "c"]``: commas inside brackets do not split."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{(" and 1 or ch in "]})" and -1 or 0
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [v.strip() for v in out if v.strip()]
 
 
 def _check(f: dataclasses.Field, value: Any, where: str) -> None:

@@ -139,7 +139,7 @@ class DistilledSet:
                 a = _read_image(p, mode, None)
                 if isinstance(a, str):
                     raise GeodistillError(f"{p}: {a}")
-                x = torch.from_numpy(np.ascontiguousarray(a)).float().div(255)
+                x = torch.from_numpy(np.array(a)).float().div(255)
                 x = x[None] if x.ndim == 2 else x.permute(2, 0, 1)
                 if x.shape[-2:] != (h, w):
                     x = F.interpolate(

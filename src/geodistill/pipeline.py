@@ -101,6 +101,40 @@ def _load_state(path: Path, cfg: SqueezeConfig) -> TrainState | None:
     )
 
 
+def check_teacher_split(path, meta: dict, data: ClassData) -> None:
+    """Refuse a teacher trained on a train split that overlaps this run's validation split."""
+    trained = (meta.get("dataset") or {}).get("val_split")
+    if trained is not None and data.val_spec and trained != data.val_spec:
+        raise GeodistillError(
+            f"{path}: the teacher was trained with validation split {trained or 'none'}, this run holds out "
+            f"{data.val_spec}; its training images would overlap the validation split (match "
+            "data.val_fraction/val_seed to the teacher's)"
+        )
+
+
+def guard_config(cfg: RunConfig) -> SqueezeConfig:
+    """The squeeze config of the ``+guard`` teacher: ``cfg.squeeze`` overridden by ``cfg.guard``."""
+    return from_dict(SqueezeConfig, {**to_dict(cfg.squeeze), "checkpoint": None, **cfg.guard}, "guard")
+
+
+def check_run(cfg: RunConfig, data: ClassData) -> dict[str, tuple[DistillConfig, str]]:
+    """Everything about a run that can be checked before any file is written: the methods and
+    their overrides, the IPC, the scored split, and the teacher checkpoints it names."""
+    parsed = {m: parse_method(m, cfg.distill) for m in cfg.methods}
+    data.check_ipc(max([cfg.distill.ipc, *(c.ipc for c, _ in parsed.values())]))
+    data.split(cfg.evaluate.split)
+    variants = {v for _, v in parsed.values()}
+    configs = [cfg.squeeze] if "" in variants else []
+    configs += [guard_config(cfg)] if "guard" in variants else []
+    for sc in configs:
+        for path in (sc.checkpoint, sc.init_checkpoint):
+            if path:
+                _, meta = load_checkpoint(path, class_names=data.class_names, image_shape=data.image_shape)
+                if path == sc.checkpoint:
+                    check_teacher_split(path, meta, data)
+    return parsed
+
+
 def squeeze_stage(
     data: ClassData, cfg: SqueezeConfig, rt: Runtime, out: Path, *, resume: bool = False, log: Log = print
 ) -> tuple[Classifier, dict]:
@@ -109,6 +143,7 @@ def squeeze_stage(
         model, meta = load_checkpoint(
             cfg.checkpoint, class_names=data.class_names, image_shape=data.image_shape
         )
+        check_teacher_split(cfg.checkpoint, meta, data)
         return rt.prepare(model), meta
     if resume and out.exists():
         model, meta = load_checkpoint(out, class_names=data.class_names, image_shape=data.image_shape)
@@ -401,9 +436,8 @@ def run_pipeline(
 
     t0 = time.perf_counter()
     d = current()
-    parsed = {m: parse_method(m, cfg.distill) for m in cfg.methods}
     data = data if data is not None else load_data(cfg.data)
-    data.check_ipc(cfg.distill.ipc)
+    parsed = check_run(cfg, data)
     if d.main:
         save_config(cfg, out / "config.yaml")
     log(

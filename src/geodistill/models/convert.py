@@ -47,33 +47,39 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+_HEADS = ("fc", "classifier", "head", "last_linear", "linear")
+
+
+def _destinations(k: str) -> list[str]:
+    """Where key ``k`` may live in a Classifier: as is, in the body, or (classifier layers) in the head."""
+    cands = [k, f"body.{k}", f"body.model.{k}"]
+    first, _, rest = k.partition(".")
+    if first in _HEADS and rest:
+        tail = ".".join(k.split(".")[-2:])
+        cands += [f"head.{rest}", f"head.{tail}", f"head.1.{k.split('.')[-1]}"]
+    return cands
+
+
 def map_state_dict(sd: dict[str, torch.Tensor], model: Classifier) -> dict[str, torch.Tensor]:
     """Rename ``sd``'s keys onto ``model``'s (``body.*``/``head.*``); raise listing every missing,
     unexpected or mis-shaped tensor."""
     target = {k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}
     out: dict[str, torch.Tensor] = {}
+    claimed: set[str] = set()
     unexpected, wrong = [], []
     for k, v in sd.items():
         if k in ("mean", "std"):
             continue
-        rest = k.split(".", 1)[1] if "." in k else k
-        tail = k.split(".")[-2:]
-        cands = [
-            k,
-            f"body.{k}",
-            f"body.model.{k}",
-            f"head.{rest}",
-            f"head.{'.'.join(tail)}",
-            f"head.1.{tail[-1]}",
-        ]
-        dest = next((c for c in cands if c in target and c not in out), None)
+        dest = next((c for c in _destinations(k) if c in target and c not in claimed), None)
         if dest is None:
             unexpected.append(k)
-        elif tuple(v.shape) != tuple(target[dest].shape):
+            continue
+        claimed.add(dest)
+        if tuple(v.shape) != tuple(target[dest].shape):
             wrong.append(f"{k} {tuple(v.shape)} (the model's {dest} is {tuple(target[dest].shape)})")
         else:
             out[dest] = v.to(target[dest].dtype)
-    missing = [k for k in target if k not in out]
+    missing = [k for k in target if k not in claimed]
     if missing or unexpected or wrong:
 
         def show(xs):

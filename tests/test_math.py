@@ -1,0 +1,256 @@
+"""The methods' formulas against independent computations on fixed inputs, and behaviour tests
+that a plausible one-line mistake (reversed KL, ignored weights, mispaired atoms, dropped
+multiplier, wrong variance) would fail."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from geodistill.config import DistillConfig, EvalConfig
+from geodistill.distilled import DistilledSet
+from geodistill.evaluate import image_weights, kd_loss, train_student
+from geodistill.models import create_model
+from geodistill.stats import bn_layers
+from geodistill.synth import distill, select_random
+from geodistill.synth.losses import BNMatcher, feature_matching, ot_pairing
+from geodistill.synth.select import nearest_distinct, select_herding, select_kcenter
+
+# --- knowledge distillation -----------------------------------------------------------------
+
+
+def test_kd_is_t_squared_kl_teacher_to_student_per_sample():
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.1, 3.0]])
+    t = torch.tensor([[0.0, 1.0, 0.0], [1.0, -2.0, 0.5]])
+    for temp in (1.0, 4.0, 20.0):
+        p_t, p_s = F.softmax(t / temp, 1), F.softmax(s / temp, 1)
+        want = temp**2 * (p_t * (p_t.log() - p_s.log())).sum(1)  # KL(p_teacher || p_student)
+        torch.testing.assert_close(kd_loss(s, t, temp), want)
+        reverse = temp**2 * (p_s * (p_s.log() - p_t.log())).sum(1)
+        assert not torch.allclose(kd_loss(s, t, temp), reverse, rtol=1e-3)  # direction matters here
+    assert kd_loss(s, t, 4.0).shape == (2,)
+
+
+def test_image_weights_follow_barycenter_mass_and_class_size():
+    ds = DistilledSet(
+        torch.zeros(5, 1, 2, 2),
+        torch.tensor([0, 0, 1, 1, 1]),
+        torch.tensor([0.5, 0.5, 0.6, 0.3, 0.1]),
+        ["a", "b"],
+    )
+    torch.testing.assert_close(image_weights(ds), torch.tensor([1.0, 1.0, 1.8, 0.9, 0.3]))
+
+
+# --- the student loop -----------------------------------------------------------------------
+
+
+def _tagged_set(n_per_class=3, classes=10):
+    """A set whose image k is filled with the value k / 1000, so a batch reveals its images."""
+    n = n_per_class * classes
+    images = (torch.arange(n).float() / 1000).view(n, 1, 1, 1).expand(n, 1, 8, 8).clone()
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    w = torch.full((n,), 1 / n_per_class)
+    return DistilledSet(images, labels, w, [str(i) for i in range(classes)])
+
+
+def test_student_sees_every_image_once_per_epoch(teacher, digits, rt, monkeypatch):
+    import geodistill.evaluate.student as student
+
+    seen: list[list[int]] = []
+    monkeypatch.setattr(
+        student,
+        "random_resized_crop",
+        lambda x, **kw: (seen.append(torch.round(x[:, 0, 0, 0] * 1000).long().tolist()), x)[1],
+    )
+    ds = _tagged_set()
+    cfg = EvalConfig(epochs=3, batch_size=7, seeds=1, cutmix=0)
+    _, run = train_student(ds, teacher.model, digits, cfg, rt, seed=0)
+    assert run["steps"] == 3 * 5 and run["batch_size"] == 7  # ceil(30 / 7) = 5 batches an epoch
+    assert len(seen) == 15
+    for epoch in range(3):
+        batches = seen[5 * epoch : 5 * epoch + 5]
+        assert sorted(i for b in batches for i in b) == list(range(30))  # each image exactly once
+        assert max(map(len, batches)) - min(map(len, batches)) <= 1
+
+
+def test_barycenter_weights_reach_the_student_loss(teacher, digits, rt):
+    ds = select_random(digits, 2, seed=0)
+    cfg = EvalConfig(epochs=2, batch_size=20, seeds=1)
+    uniform, _ = train_student(ds, teacher.model, digits, cfg, rt, seed=0)
+    skew = DistilledSet(ds.images, ds.labels, torch.tensor([0.9, 0.1] * 10), ds.class_names)
+    skewed, _ = train_student(skew, teacher.model, digits, cfg, rt, seed=0)
+    unweighted, _ = train_student(
+        skew, teacher.model, digits, EvalConfig(**{**cfg.__dict__, "weighted": False}), rt, 0
+    )
+    p = lambda m: torch.cat([q.flatten() for q in m.parameters()])
+    assert not torch.allclose(p(uniform), p(skewed))  # the weights change training
+    torch.testing.assert_close(p(uniform), p(unweighted))  # weighted=False ignores them
+
+
+# --- BatchNorm statistics matching ----------------------------------------------------------
+
+
+def _captured_inputs(model, x):
+    inputs = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=n: inputs.__setitem__(n, i[0].detach()))
+        for n, m in bn_layers(model)
+    ]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return inputs
+
+
+def _bn_model():
+    m = create_model("convnet-tiny", num_classes=3, in_chans=1, image_size=8, seed=0)
+    m.train()
+    m(torch.rand(32, 1, 8, 8) * 2)  # running statistics away from (0, 1)
+    return m.eval()
+
+
+def test_per_class_bn_loss_every_layer_biased_variance_first_multiplier():
+    m = _bn_model()
+    layers = [n for n, _ in bn_layers(m)]
+    assert len(layers) == 2
+    g = torch.Generator().manual_seed(0)
+    mean = {n: torch.randn(3, 16, generator=g) for n in layers}
+    var = {n: torch.rand(3, 16, generator=g) + 0.1 for n in layers}
+    matcher = BNMatcher(m, "class", bn_mean=mean, bn_var=var, first_multiplier=10.0)
+    matcher.classes = torch.tensor([2, 0])
+    x = torch.rand(6, 1, 8, 8, generator=g)  # class 2 = images 0-2, class 0 = images 3-5
+    inputs = _captured_inputs(m, x)
+    matcher.losses = []
+    m(x)
+    got = matcher.pop()
+    matcher.remove()
+    want = 0.0
+    for li, name in enumerate(layers):
+        per = 0.0
+        for k, c in enumerate([2, 0]):
+            xc = inputs[name][3 * k : 3 * k + 3].transpose(0, 1).flatten(1)  # [C, ipc*H*W]
+            mu = xc.mean(1)
+            v = ((xc - mu[:, None]) ** 2).mean(1)  # biased variance
+            per = per + (mu - mean[name][c]).norm() + (v - var[name][c]).norm()
+        want = want + (10.0 if li == 0 else 1.0) * per / 2
+    torch.testing.assert_close(got, want)
+
+
+def test_global_bn_loss_matches_running_statistics_with_multiplier():
+    m = _bn_model()
+    layers = dict(bn_layers(m))
+    matcher = BNMatcher(m, "global", first_multiplier=10.0)
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    inputs = _captured_inputs(m, x)
+    matcher.losses = []
+    m(x)
+    got = matcher.pop()
+    matcher.remove()
+    want = 0.0
+    for li, (name, bn) in enumerate(layers.items()):
+        xi = inputs[name].transpose(0, 1).flatten(1)
+        mu, v = xi.mean(1), xi.var(1, unbiased=False)
+        term = (mu - bn.running_mean).norm() + (v - bn.running_var).norm()
+        want = want + (10.0 if li == 0 else 1.0) * term
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(layers[next(iter(layers))].running_mean, layers[next(iter(layers))].running_var)
+
+
+# --- the barycenter term --------------------------------------------------------------------
+
+
+def test_feature_matching_forms():
+    f = torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 3.0]])
+    a = torch.tensor([[0.0, 2.0], [1.0, 1.0], [3.0, 0.0]])
+    s = torch.tensor([2.0, 2.0, 4.0])
+    # relative: mean_i ||f_i - a_i||^2 / s_i = mean(1/2, 5/2, 9/4)
+    torch.testing.assert_close(feature_matching(f, a, s, "relative"), torch.tensor((0.5 + 2.5 + 2.25) / 3))
+    torch.testing.assert_close(feature_matching(f, a, s, "paper"), torch.tensor(15.0).sqrt())  # ||F - A||_F
+
+
+def test_ot_pairing_is_the_optimal_within_class_assignment():
+    g = torch.Generator().manual_seed(0)
+    f, a = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    perm = ot_pairing(f, a, ipc=3)
+    for s in (0, 3):
+        block = perm[s : s + 3] - s
+        assert sorted(block.tolist()) == [0, 1, 2]  # pairs never cross classes
+        cost = lambda p, s=s: sum(((f[s + i] - a[s + j]) ** 2).sum() for i, j in enumerate(p))
+        best = min(itertools.permutations(range(3)), key=cost)
+        assert cost(block.tolist()) == pytest.approx(cost(best))
+
+
+def test_synthesis_pulls_each_image_to_its_own_atom(teacher, digits, stats, rt):
+    cfg = DistillConfig(
+        method="wmdd",
+        ipc=3,
+        iterations=80,
+        batch_classes=10,
+        r_ce=0,
+        r_bn=0,
+        r_feat=1.0,
+        init="noise",
+        crop_scale=(1.0, 1.0),
+        jitter=0.0,
+        lr=0.1,
+    )
+    ds = distill(teacher.model, digits, stats, cfg, rt)
+    from geodistill.synth.select import select_kmeans
+
+    model = teacher.model.eval()
+    with torch.no_grad():
+        feats = model.features(ds.images)
+    own = 0
+    for c in range(10):
+        _, atoms, _ = select_kmeans(stats.class_features(c), 3, cfg.seed * 1_000_003 + c)
+        d = torch.cdist(feats[ds.labels == c], atoms)
+        own += int((d.argmin(1) == torch.arange(3)).sum())
+    assert own >= 27  # of 30: each image ends nearest to the atom it was paired with
+
+
+# --- initial images and selection baselines -------------------------------------------------
+
+
+def test_nearest_distinct_is_the_optimal_one_to_one_match():
+    g = torch.Generator().manual_seed(2)
+    atoms, feats = torch.randn(3, 2, generator=g), torch.randn(6, 2, generator=g)
+    got = nearest_distinct(atoms, feats).tolist()
+    assert len(set(got)) == 3
+    cost = lambda rows: sum(((atoms[j] - feats[r]) ** 2).sum() for j, r in enumerate(rows))
+    best = min(itertools.permutations(range(6), 3), key=cost)
+    assert cost(got) == pytest.approx(cost(best))
+
+
+def test_wmdd_init_and_kmeans_are_the_nearest_real_images(teacher, digits, stats, rt):
+    cfg = DistillConfig(method="wmdd", ipc=2, iterations=0)
+    init = distill(teacher.model, digits, stats, cfg, rt)
+    km = distill(teacher.model, digits, stats, DistillConfig(method="kmeans", ipc=2), rt)
+    torch.testing.assert_close(init.images, km.images, atol=1e-6, rtol=0)  # 0 iterations = kmeans
+    from geodistill.synth.select import select_kmeans
+
+    for c in (0, 7):
+        local, _, _ = select_kmeans(stats.class_features(c), 2, c)
+        real = digits.float(digits.x_train[digits.class_indices(c)[local]])
+        torch.testing.assert_close(km.images[km.labels == c], real)
+        assert km.manifest["train_indices"][c] == digits.class_indices(c)[local].tolist()
+
+
+def test_herding_greedily_matches_the_mean():
+    f = torch.tensor([[0.0, 0.0], [10.0, 0.0], [4.0, 1.0], [6.0, -1.0], [5.0, 0.2]])
+    # mean (5, 0.04): the closest point is [5, 0.2]; then the pair whose mean is closest: [4,1]|[6,-1]
+    sel = select_herding(f, 3).tolist()
+    assert sel[0] == 4
+    mu = f.mean(0)
+    for t in range(1, 3):
+        prev = f[sel[:t]].sum(0)
+        errs = [
+            ((mu - (prev + f[i]) / (t + 1)) ** 2).sum() if i not in sel[:t] else float("inf")
+            for i in range(5)
+        ]
+        assert sel[t] == int(torch.tensor(errs).argmin())
+
+
+def test_kcenter_is_farthest_first_from_the_medoid():
+    f = torch.tensor([[0.0], [1.0], [2.0], [9.0], [-6.0]])
+    assert select_kcenter(f, 3).tolist() == [1, 3, 4]  # nearest the mean (1.2), then 9, then -6
