@@ -44,6 +44,8 @@ def make_runtime(device: str = "auto", amp: bool = False, channels_last: bool = 
 
         raise GeodistillError(f"device {device!r} requested but CUDA is not available")
     if dev.type == "cuda":
+        if dev.index is None:  # "cuda": this process's GPU (LOCAL_RANK under torchrun)
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
     return Runtime(dev, amp=amp and dev.type == "cuda", channels_last=channels_last)
 
