@@ -254,3 +254,50 @@ def test_herding_greedily_matches_the_mean():
 def test_kcenter_is_farthest_first_from_the_medoid():
     f = torch.tensor([[0.0], [1.0], [2.0], [9.0], [-6.0]])
     assert select_kcenter(f, 3).tolist() == [1, 3, 4]  # nearest the mean (1.2), then 9, then -6
+
+
+# --- RDED -------------------------------------------------------------------------------------
+
+
+def test_rded_stitches_patches_row_major():
+    from geodistill.synth.rded import stitch
+
+    patches = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 1, 4, 4)
+    out = stitch(patches, 2, 8)
+    assert out.shape == (2, 1, 8, 8)
+    for img in range(2):
+        quads = [out[img, 0, :4, :4], out[img, 0, :4, 4:], out[img, 0, 4:, :4], out[img, 0, 4:, 4:]]
+        assert [q.unique().item() for q in quads] == [4.0 * img + k for k in range(4)]
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_rded_keeps_the_teachers_most_confident_crops(teacher, digits, rt, factor):
+    cfg = DistillConfig(method="rded", ipc=3, rded_factor=factor, rded_crops=4, rded_candidates=40)
+    ds = distill(teacher.model, digits, None, cfg, rt)
+    assert ds.images.shape == (30, 1, 8, 8) and ds.ipc == 3 and ds.manifest["rded_factor"] == factor
+    from geodistill.data import random_resized_crop
+    from geodistill.synth.rded import score_crops
+
+    ref = select_random(digits, 6, seed=1)
+    model = teacher.model.eval()
+    side = 8 // factor
+    # every tile of an output image, scored as RDED scores crops (zero-padded to full size) ...
+    tiles = (
+        ds.images.unfold(2, side, side)
+        .unfold(3, side, side)
+        .permute(0, 2, 3, 1, 4, 5)
+        .reshape(-1, 1, side, side)
+    )
+    tile_labels = ds.labels.repeat_interleave(factor * factor)
+    # ... against random crops of the same size from random real images of the same classes
+    rand = random_resized_crop(
+        ref.images,
+        scale=(0.08, 1),
+        ratio=(1, 1),
+        hflip=False,
+        size=(side, side),
+        generator=torch.Generator().manual_seed(0),
+    )
+    chosen = torch.cat([score_crops(model, tiles[tile_labels == c], c, 8, rt) for c in range(10)]).mean()
+    random = torch.cat([score_crops(model, rand[ref.labels == c], c, 8, rt) for c in range(10)]).mean()
+    assert chosen < 0.5 * random

@@ -148,6 +148,11 @@ class DistillConfig:
 @dataclass
 class EvalConfig:
     students: list[str] = opt([], "student architectures, one row each; empty: the teacher's")
+    reference_top1: dict = opt(
+        {},
+        "full-data top-1 of each student architecture, e.g. {resnet18: 0.93} (train one with `geodistill "
+        "squeeze --arch A`); recovery of that student's rows is computed against it",
+    )
     arch_kwargs: dict = opt({}, "extra architecture arguments for the students")
     epochs: int = opt(300, "student epochs; every image is seen once per epoch", lo=1)
     batch_size: int = opt(50, "images per student step (capped at the set size)", lo=1)

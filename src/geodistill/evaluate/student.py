@@ -19,6 +19,7 @@ from ..distributed import all_gather_objects, current, shard
 from ..files import GeodistillError
 from ..models import Classifier, create_model
 from ..optim import cosine, make_optimizer
+from ..progress import progress
 from ..resources import check_batch_fits
 from ..runtime import Runtime, generator
 from .metrics import accuracy
@@ -75,6 +76,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     )
 
 
+def _batches(n: int, per_epoch: int, epochs: int, g: torch.Generator):
+    """Every epoch: a fresh permutation of all ``n`` images cut into ``per_epoch`` near-equal batches."""
+    for _ in range(epochs):
+        yield from torch.randperm(n, generator=g).tensor_split(per_epoch)
+
+
 def make_student(teacher: Classifier, arch: str, cfg: EvalConfig, seed: int) -> Classifier:
     """A fresh student ``arch`` for the teacher's data (same classes, input size, normalization)."""
     spec = {k: v for k, v in teacher.spec.items() if k != "name"}
@@ -91,6 +98,7 @@ def train_student(
     rt: Runtime,
     seed: int,
     arch: str | None = None,
+    log: Callable[[str], None] = lambda s: None,
 ) -> tuple[Classifier, dict]:
     """Train one student with seed ``seed`` by KD from ``teacher`` on ``ds``; score it on
     ``cfg.split``. Every epoch visits every image once, in ``ceil(n / batch)`` near-equal batches.
@@ -112,8 +120,8 @@ def train_student(
     opt = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps))
     student.train()
-    for _ in range(cfg.epochs):
-        for idx in torch.randperm(n, generator=g).tensor_split(per_epoch):
+    with progress(f"student {arch} seed {seed}", steps, log, unit="step", lines=1) as bar:
+        for idx in _batches(n, per_epoch, cfg.epochs, g):
             x = images[idx].to(rt.device)
             w = weights[idx].to(rt.device)
             x = random_resized_crop(x, scale=tuple(cfg.crop_scale), hflip=data.hflip, generator=g)
@@ -129,6 +137,7 @@ def train_student(
             loss.backward()
             opt.step()
             sched.step()
+            bar.advance(1)
     student.eval()
     xs, ys = data.split(cfg.split)
     top1, top5 = accuracy(student, xs, ys, rt, to_float=data.float)
@@ -174,7 +183,7 @@ def evaluate_distilled(
     done = {r["seed"]: r for r in completed or [] if cfg.seed <= r["seed"] < cfg.seed + cfg.seeds}
     runs = list(done.values()) if current().main else []
     for seed in shard([s for s in range(cfg.seed, cfg.seed + cfg.seeds) if s not in done]):
-        student, run = train_student(ds, teacher, data, cfg, rt, seed, arch)
+        student, run = train_student(ds, teacher, data, cfg, rt, seed, arch, log=log)
         log(f"  student seed {seed}: top1 {run['top1']:.4f} top5 {run['top5']:.4f} ({run['seconds']:.1f}s)")
         if cfg.attacks:
             run["robust"] = attack_scores(student, data, cfg, rt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..distilled import DistilledSet
-from ..files import atomic_path, write_json, write_text
+from ..files import atomic_path, write_json
 
 
 def image_grid(ds: DistilledSet, path: str | Path, *, max_per_class: int = 10, title: str = "") -> Path:
@@ -95,50 +95,6 @@ def _rows(metrics: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def _teacher_line(label: str, t: dict) -> str:
-    line = (
-        f"- {label}: `{t['arch']}`, regularizer `{t.get('regularizer', 'none')}`, top-1 {_pct(t['top1'])} %"
-    )
-    if t.get("seconds_per_epoch"):
-        line += f", {t['seconds_per_epoch']:.1f} s/epoch"
-    if t.get("robust"):
-        line += "; " + ", ".join(f"{k} {_pct(v)} %" for k, v in t["robust"].items())
-    return line
-
-
-def markdown(metrics: dict, grids: dict[str, str] | None = None) -> str:
-    head, rows = _rows(metrics)
-    lines = [
-        f"# geodistill report: {metrics['dataset']}",
-        "",
-        f"- classes: {metrics['num_classes']}, images per class (IPC): {metrics['ipc']}; students scored on "
-        f"the {metrics.get('split', 'test')} split",
-        _teacher_line("teacher", metrics["teacher"]),
-    ]
-    if metrics.get("teacher_guard") and metrics["teacher_guard"].get("sha256") != metrics["teacher"].get(
-        "sha256"
-    ):
-        lines.append(_teacher_line("GUARD teacher (for `+guard` methods)", metrics["teacher_guard"]))
-    lines += [
-        f"- device: {metrics.get('device', '?')}; date: {metrics.get('date', '?')}",
-        "",
-        "Students are trained on the distilled images with knowledge distillation from the teacher "
-        "and tested on the real test split; mean ± std over seeds. Robust columns: accuracy under "
-        "L∞ attacks of radius ε (pixel units) on a fixed, seeded test subset, mean over seeds.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *["| " + " | ".join(r) + " |" for r in rows],
-    ]
-    for flag in metrics.get("flags", []):
-        lines += ["", f"> **Warning:** {flag}"]
-    if grids:
-        lines += ["", "## Distilled images", ""]
-        for name, rel in grids.items():
-            lines += [f"### {name}", "", f"![{name}]({rel})", ""]
-    return "\n".join(lines) + "\n"
-
-
 def print_table(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -159,20 +115,17 @@ def print_table(metrics: dict) -> None:
 
 
 def write_report(out: str | Path, metrics: dict, sets: dict[str, DistilledSet]) -> dict[str, Path]:
-    """Write ``metrics.json``, ``grid_<method>.png`` and ``report.md`` into ``out``."""
+    """Write ``metrics.json``, ``grid_<method>.png``, ``report.md`` and ``report.html`` into ``out``."""
+    from ..pipeline import method_dir
+    from .merge import build_report
+
     out = Path(out)
     grids = {}
     for name, ds in sets.items():
-        fname = f"grid_{name.replace('+', '_')}.png"
-        image_grid(ds, out / fname, title=f"{name}, IPC {ds.ipc}")
-        grids[name] = fname
+        grids[name] = image_grid(ds, out / f"grid_{method_dir(name)}.png", title=f"{name}, IPC {ds.ipc}")
     write_json(out / "metrics.json", metrics)
-    write_text(out / "report.md", markdown(metrics, grids))
-    return {
-        "metrics": out / "metrics.json",
-        "report": out / "report.md",
-        **{k: out / v for k, v in grids.items()},
-    }
+    paths = build_report([out], out, title=f"geodistill report: {metrics['dataset']}")
+    return {"metrics": out / "metrics.json", "report": paths["md"], "html": paths["html"], **grids}
 
 
-__all__ = ["image_grid", "markdown", "print_table", "write_report"]
+__all__ = ["image_grid", "print_table", "write_report"]

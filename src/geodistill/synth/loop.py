@@ -22,6 +22,7 @@ from ..distilled import DistilledSet, uniform_weights
 from ..distributed import all_gather_objects, shard
 from ..files import GeodistillError
 from ..models import Classifier
+from ..progress import progress
 from ..resources import check_batch_fits
 from ..runtime import Runtime, device_name, generator, versions
 from ..stats import ClassStats
@@ -147,38 +148,43 @@ def optimize_group(
         )
         bn.classes = torch.tensor(classes, device=rt.device)
     parts: dict[str, float] = {}
+
+    def step(it: int) -> torch.Tensor:
+        nonlocal parts
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * it / cfg.iterations))
+        ua = u
+        if res.augment == "rrc":
+            ua = random_resized_crop(ua, scale=tuple(cfg.crop_scale), hflip=hflip, generator=g)
+        ua = roll_jitter(ua, jitter, generator=g)
+        with rt.autocast():
+            feats = teacher.features(ua, normalized=True)
+            logits = teacher.head(feats)
+        loss = cfg.r_ce * F.cross_entropy(logits.float(), y)
+        parts = {"ce": float(loss.detach())}
+        if atoms is not None:
+            a = atoms[ot_pairing(feats, atoms, cfg.ipc)] if cfg.pairing == "ot" else atoms
+            fm = feature_matching(feats.float(), a, scale, cfg.feat_loss)
+            loss = loss + cfg.r_feat * fm
+            parts["feat"] = float(fm.detach())
+        if bn is not None:
+            bl = bn.pop()
+            loss = loss + cfg.r_bn * bl
+            parts["bn"] = float(bl.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            u.copy_(torch.max(torch.min(u, hi), lo))
+        return loss
+
     try:
-        for it in range(cfg.iterations):
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * it / cfg.iterations))
-            ua = u
-            if res.augment == "rrc":
-                ua = random_resized_crop(ua, scale=tuple(cfg.crop_scale), hflip=hflip, generator=g)
-            ua = roll_jitter(ua, jitter, generator=g)
-            with rt.autocast():
-                feats = teacher.features(ua, normalized=True)
-                logits = teacher.head(feats)
-            loss = cfg.r_ce * F.cross_entropy(logits.float(), y)
-            parts = {"ce": float(loss.detach())}
-            if atoms is not None:
-                a = atoms[ot_pairing(feats, atoms, cfg.ipc)] if cfg.pairing == "ot" else atoms
-                fm = feature_matching(feats.float(), a, scale, cfg.feat_loss)
-                loss = loss + cfg.r_feat * fm
-                parts["feat"] = float(fm.detach())
-            if bn is not None:
-                bl = bn.pop()
-                loss = loss + cfg.r_bn * bl
-                parts["bn"] = float(bl.detach())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                u.copy_(torch.max(torch.min(u, hi), lo))
-            if (it + 1) % max(1, cfg.iterations // 5) == 0 and it + 1 < cfg.iterations:
-                log(
-                    f"classes {classes[0]}-{classes[-1]}: iteration {it + 1}/{cfg.iterations} "
-                    f"loss {float(loss.detach()):.4f} ({time.perf_counter() - t0:.0f}s)"
-                )
+        with progress(
+            f"{cfg.method} classes {classes[0]}-{classes[-1]}", cfg.iterations, log, unit="it"
+        ) as bar:
+            for it in range(cfg.iterations):
+                step(it)
+                bar.advance(1)
     finally:
         if bn is not None:
             bn.remove()
