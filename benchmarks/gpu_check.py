@@ -50,9 +50,15 @@ def reset_peak():
     if DEV == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
+
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
-res: dict = {"machine": machine(), "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "checks": {}}
+res: dict = {
+    "machine": machine(),
+    "versions": versions(),
+    "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    "checks": {},
+}
 REPS = 1 if args.dry else 3 if args.quick else 8
 
 
@@ -66,7 +72,11 @@ def check(name):
         try:
             res["checks"][name] = {"ok": True, **(fn() or {})}
         except Exception as e:  # record and go on: one failure must not hide the others
-            res["checks"][name] = {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+            res["checks"][name] = {
+                "ok": False,
+                "error": f"{type(e).__name__}: {e}",
+                "trace": traceback.format_exc()[-2000:],
+            }
         res["checks"][name]["seconds"] = round(time.perf_counter() - t0, 2)
         print(name, res["checks"][name].get("ok"), res["checks"][name].get("error", ""), flush=True)
         save()
@@ -99,7 +109,9 @@ def _():
     for name, rt in (("cpu", cpu), ("cuda_fp32", gpu), ("cuda_amp_cl", ampcl)):
         if args.dry and name != "cpu":
             continue
-        r = train_teacher(digits, SqueezeConfig(arch="convnet", arch_kwargs={"width": 32}, epochs=10, batch_size=64), rt)
+        r = train_teacher(
+            digits, SqueezeConfig(arch="convnet", arch_kwargs={"width": 32}, epochs=10, batch_size=64), rt
+        )
         accs[name] = r.top1
     assert all(a > 0.9 for a in accs.values()), accs
     m = ampcl.prepare(create_model("convnet3", num_classes=10, in_chans=3, image_size=32))
@@ -107,28 +119,39 @@ def _():
     return {"top1": accs}
 
 
-teacher_cpu = train_teacher(digits, SqueezeConfig(arch="convnet", arch_kwargs={"width": 32}, epochs=10, batch_size=64), cpu).model
+teacher_cpu = train_teacher(
+    digits, SqueezeConfig(arch="convnet", arch_kwargs={"width": 32}, epochs=10, batch_size=64), cpu
+).model
 
 
 @check("class_stats_cuda_equal_cpu")
 def _():
     a = compute_class_stats(teacher_cpu, digits, cpu)
-    tg = gpu.prepare(create_model(teacher_cpu.arch, **{k: v for k, v in teacher_cpu.spec.items() if k != "name"}))
+    tg = gpu.prepare(
+        create_model(teacher_cpu.arch, **{k: v for k, v in teacher_cpu.spec.items() if k != "name"})
+    )
     tg.load_state_dict(teacher_cpu.state_dict())
     b = compute_class_stats(tg, digits, gpu)
-    diff = max((a.features - b.features).abs().max().item(), *((a.bn_var[k] - b.bn_var[k]).abs().max().item() for k in a.bn_var))
+    diff = max(
+        (a.features - b.features).abs().max().item(),
+        *((a.bn_var[k] - b.bn_var[k]).abs().max().item() for k in a.bn_var),
+    )
     assert diff < 5e-3, diff  # cuDNN uses TF32 for convolutions by default
     return {"max_abs_diff": diff}
 
 
 @check("synthesis_multi_class_batches_and_amp")
 def _():
-    tg = gpu.prepare(create_model(teacher_cpu.arch, **{k: v for k, v in teacher_cpu.spec.items() if k != "name"}))
+    tg = gpu.prepare(
+        create_model(teacher_cpu.arch, **{k: v for k, v in teacher_cpu.spec.items() if k != "name"})
+    )
     tg.load_state_dict(teacher_cpu.state_dict())
     st = compute_class_stats(tg, digits, gpu)
     outs = {}
     for name, rt, bc in (("fp32_10", gpu, 10), ("fp32_3", gpu, 3), ("amp_10", amp, 10)):
-        ds = distill(tg, digits, st, DistillConfig(method="wmdd", ipc=10, iterations=100, batch_classes=bc), rt)
+        ds = distill(
+            tg, digits, st, DistillConfig(method="wmdd", ipc=10, iterations=100, batch_classes=bc), rt
+        )
         assert ds.images.shape == (100, 1, 16, 16) and 0 <= ds.images.min() and ds.images.max() <= 1
         outs[name] = ds
     # batching classes differently changes only the shared augmentation draws, not the losses:
@@ -143,7 +166,9 @@ def _():
 
 @check("robust_pgd100_cuda")
 def _():
-    tg = gpu.prepare(create_model(teacher_cpu.arch, **{k: v for k, v in teacher_cpu.spec.items() if k != "name"}))
+    tg = gpu.prepare(
+        create_model(teacher_cpu.arch, **{k: v for k, v in teacher_cpu.spec.items() if k != "name"})
+    )
     tg.load_state_dict(teacher_cpu.state_dict())
     x, y = digits.float(digits.x_test[:200]), digits.y_test[:200]
     a = robust_accuracy(tg, x, y, ["pgd100", "mim"], [8 / 255], gpu, num_classes=10)
@@ -158,7 +183,19 @@ def _():
 
     if args.dry:
         return {"skipped": "dry run"}
-    rc = main(["demo", "--out", str(out / "demo"), "--device", DEV, "--amp", "--channels-last", "--overwrite", "--quiet"])
+    rc = main(
+        [
+            "demo",
+            "--out",
+            str(out / "demo"),
+            "--device",
+            DEV,
+            "--amp",
+            "--channels-last",
+            "--overwrite",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     m = json.loads((out / "demo" / "metrics.json").read_text())
     return {"top1": {k: round(v["top1"], 4) for k, v in m["methods"].items()}, "seconds": m["seconds"]}
@@ -175,7 +212,11 @@ res["throughput"] = thr
 
 
 def model(arch, rt):
-    m = rt.prepare(create_model(arch, num_classes=10, in_chans=3, image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25] * 3, seed=0))
+    m = rt.prepare(
+        create_model(
+            arch, num_classes=10, in_chans=3, image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25] * 3, seed=0
+        )
+    )
     return m
 
 
@@ -191,9 +232,12 @@ def _():
             y = torch.randint(0, 10, (256,), device=DEV)
             row = {}
             for reg in ("none", "curvature", "curvature-simple", "gradnorm", "fgsm", "pgd", "trades"):
-                def step():
+
+                def step(m=m, x=x, y=y, reg=reg, opt=opt, rt=rt):
                     with rt.autocast():
-                        loss, _, _ = objective(m, x, y, reg, generator=torch.Generator(device=DEV).manual_seed(0))
+                        loss, _, _ = objective(
+                            m, x, y, reg, generator=torch.Generator(device=DEV).manual_seed(0)
+                        )
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -224,10 +268,15 @@ def _():
             for name, rt in (("fp32", gpu), ("amp", amp)):
                 iters = 2 if args.dry else 20
                 t0 = time.perf_counter()
-                distill(m, fake, st, DistillConfig(method="wmdd", ipc=ipc, iterations=iters, batch_classes=10), rt)
+                distill(
+                    m, fake, st, DistillConfig(method="wmdd", ipc=ipc, iterations=iters, batch_classes=10), rt
+                )
                 sync()
                 secs = time.perf_counter() - t0
-                thr[f"synthesis_{arch}_ipc{ipc}_{name}"] = {"s_per_iteration_10_classes": round(secs / iters, 4), "images": 10 * ipc}
+                thr[f"synthesis_{arch}_ipc{ipc}_{name}"] = {
+                    "s_per_iteration_10_classes": round(secs / iters, 4),
+                    "images": 10 * ipc,
+                }
                 save()
 
 
@@ -243,7 +292,9 @@ def _():
 
             train_student(ds, t, fake, cfg, rt, 0)
             sync()
-            thr[f"student_{arch}_{name}_b100"] = {"img_per_s": round(5 * len(ds.labels) / (time.perf_counter() - t0))}
+            thr[f"student_{arch}_{name}_b100"] = {
+                "img_per_s": round(5 * len(ds.labels) / (time.perf_counter() - t0))
+            }
         n = 50 if args.dry else 500
         x, y = fake.float(fake.x_test[:n]), fake.y_test[:n]
         t0 = time.perf_counter()
@@ -253,7 +304,12 @@ def _():
         save()
 
 
-lines = [f"# GPU check ({res['machine']}, {res['date']})", "", "| check | ok | seconds | detail |", "|---|---|---|---|"]
+lines = [
+    f"# GPU check ({res['machine']}, {res['date']})",
+    "",
+    "| check | ok | seconds | detail |",
+    "|---|---|---|---|",
+]
 for k, v in res["checks"].items():
     detail = v.get("error") or json.dumps({a: b for a, b in v.items() if a not in ("ok", "seconds", "trace")})
     lines.append(f"| {k} | {v['ok']} | {v['seconds']} | {detail[:300]} |")

@@ -1,71 +1,109 @@
-"""Squeeze cost and teacher robustness of each regularizer on the embedded digits data.
+"""Squeeze cost of every regularizer on CIFAR-10-shaped batches (3x32x32, batch 128, 10 classes),
+ConvNet-3 and ResNet-18 (CIFAR stem), on this machine's CPU.
 
-    python benchmarks/regularizer_cost.py     # writes benchmarks/results/regularizer_cost.{json,md}
+Each (model, regularizer) runs in its own process, which reports its seconds per training step
+and its peak resident memory; rounds are interleaved (every regularizer once, then again) so
+that background load shifts all of them alike. Seconds per CIFAR-10 epoch = seconds per step x
+352 (45,000 training images / 128). GPU figures: benchmarks/results/gpu_check.md.
 
-Same teacher recipe as the demo (ConvNet width 32, 16x16 digits, 15 epochs); for each
-regularizer: seconds per epoch, clean test accuracy and PGD-100 accuracy at eps = 8/255 on
-the full test split (360 images).
+    python benchmarks/regularizer_cost.py [--rounds 2] [--steps 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import resource
+import statistics
+import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import torch
+REGS = ("none", "curvature", "curvature-simple", "gradnorm", "fgsm", "pgd", "trades")
+ARCHS = ("convnet3", "resnet18")
 
-from geodistill.config import resolve
-from geodistill.evaluate import robust_accuracy
-from geodistill.pipeline import load_data
-from geodistill.runtime import machine, make_runtime, versions
-from geodistill.teacher import REGULARIZERS, train_teacher
 
-cfg = resolve("demo", {})
-rt = make_runtime("cpu")
-data = load_data(cfg.data)
-rows = {}
-for reg in REGULARIZERS:
-    res = train_teacher(data, replace(cfg.squeeze, regularizer=reg, reg_eps=8 / 255), rt)
-    rob = robust_accuracy(
-        res.model,
-        data.float(data.x_test),
-        data.y_test,
-        ["pgd100"],
-        [8 / 255],
-        rt,
-        num_classes=data.num_classes,
-    )
-    rows[reg] = {"seconds_per_epoch": res.seconds_per_epoch, "top1": res.top1, **rob, "h": res.h}
-    print(reg, rows[reg], flush=True)
-out = {
-    "command": "python " + " ".join(sys.argv),
-    "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    "machine": machine(),
-    "threads": torch.get_num_threads(),
-    "versions": versions(),
-    "rows": rows,
-}
-Path("benchmarks/results/regularizer_cost.json").write_text(json.dumps(out, indent=2))
-base = rows["none"]["seconds_per_epoch"]
-lines = [
-    "# Squeeze cost and teacher robustness per regularizer (digits, 16 px, ConvNet-32)",
-    "",
-    f"Command: `{out['command']}`  ",
-    f"Machine: {out['machine']}, torch threads {out['threads']}  ",
-    f"Date: {out['date']}",
-    "",
-    "Adversarial training (fgsm, pgd, trades) uses eps = 8/255; curvature terms use lambda = 4 and "
-    f"h = {rows['curvature']['h']:.4f} px (default_h).",
-    "",
-    "| regularizer | s/epoch | x plain | clean top-1 % | PGD-100 @ 8/255 % |",
-    "|---|---|---|---|---|",
-]
-lines += [
-    f"| {k} | {v['seconds_per_epoch']:.2f} | {v['seconds_per_epoch'] / base:.1f} | {100 * v['top1']:.2f} | "
-    f"{100 * v['pgd100@8/255']:.2f} |"
-    for k, v in rows.items()
-]
-Path("benchmarks/results/regularizer_cost.md").write_text("\n".join(lines) + "\n")
+def one(arch: str, reg: str, steps: int) -> None:
+    import torch
+
+    from geodistill.models import create_model
+    from geodistill.teacher.regularizers import objective
+
+    torch.manual_seed(0)
+    m = create_model(arch, num_classes=10, in_chans=3, image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25] * 3)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    times = []
+    for i in range(steps + 1):  # the first step warms up allocators and kernels
+        t0 = time.perf_counter()
+        loss, _, _ = objective(m, x, y, reg, generator=torch.Generator().manual_seed(i))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(json.dumps({"seconds_per_step": statistics.median(times[1:]), "peak_rss_gib": peak}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--one", nargs=2, metavar=("ARCH", "REG"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        return one(*args.one, args.steps)
+    from geodistill.runtime import machine, versions
+
+    raw: dict = {f"{a}/{r}": [] for a in ARCHS for r in REGS}
+    for _ in range(args.rounds):
+        for key in raw:
+            a, r = key.split("/")
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", a, r, "--steps", str(args.steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            raw[key].append(json.loads(out.strip().splitlines()[-1]))
+            print(key, raw[key][-1], flush=True)
+    rows = {}
+    for key, rs in raw.items():
+        rows[key] = {
+            "seconds_per_step": statistics.median(r["seconds_per_step"] for r in rs),
+            "peak_rss_gib": max(r["peak_rss_gib"] for r in rs),
+        }
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "versions": versions(),
+        "rows": rows,
+    }
+    res = Path("benchmarks/results")
+    (res / "regularizer_cost.json").write_text(json.dumps(result, indent=2))
+    lines = [
+        "# Squeeze cost per regularizer on the CPU (CIFAR-10 shapes: 3x32x32, batch 128)",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Machine: {result['machine']}  ",
+        f"Date: {result['date']}. Median of {args.rounds} interleaved rounds x {args.steps} steps; the "
+        "machine was running other benchmarks, which slows every row alike.",
+        "",
+        "| model | regularizer | s/step | s/epoch (352 steps) | x plain | peak RSS GiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in ARCHS:
+        base = rows[f"{a}/none"]["seconds_per_step"]
+        for r in REGS:
+            v = rows[f"{a}/{r}"]
+            lines.append(
+                f"| {a} | {r} | {v['seconds_per_step']:.2f} | {352 * v['seconds_per_step']:.0f} | "
+                f"{v['seconds_per_step'] / base:.1f} | {v['peak_rss_gib']:.2f} |"
+            )
+    (res / "regularizer_cost.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,3 +43,17 @@ def test_missing_config_file(tmp_path):
         resolve(tmp_path / "nope.yaml", {})
     with pytest.raises(GeodistillError, match="not found"):
         load_yaml(tmp_path / "nope.yaml")
+
+
+def test_attack_radius_suffix_is_checked(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("evaluate: {attacks: [pgd100, autoattack@2/255]}\n")
+    assert resolve(p, {}).evaluate.attacks == ["pgd100", "autoattack@2/255"]
+    for bad, match in (
+        ("autoattack@8", "outside"),
+        ("autoattack@x", "cannot read"),
+        ("fgsm@2/255", "not one of"),
+    ):
+        p.write_text(f"evaluate: {{attacks: ['{bad}']}}\n")
+        with pytest.raises(GeodistillError, match=match):
+            resolve(p, {})

@@ -55,3 +55,40 @@ def test_completed_students_are_not_retrained(teacher, digits, rt):
     )
     assert trained == [1] and [r["seed"] for r in score.runs] == [0, 1]
     assert score.runs[0] is fake or score.runs[0] == fake
+
+
+def test_cross_architecture_students_get_their_own_rows_and_recipes(tmp_path):
+    import json
+
+    import yaml
+
+    from geodistill.cli import main
+    from geodistill.evaluate.student import recipe_for
+
+    cfg = EvalConfig(lr=0.001, recipes={"convnet": {"lr": 0.01, "epochs": 2}})
+    assert recipe_for(cfg, "convnet").lr == 0.01 and recipe_for(cfg, "convnet").epochs == 2
+    assert recipe_for(cfg, "mobilenet_v2").lr == 0.0025  # RDED's rate for it
+    assert recipe_for(cfg, "convnet-tiny") is cfg
+    run = {
+        "data": {"source": "digits", "image_size": 8},
+        "squeeze": {"arch": "convnet-tiny", "epochs": 1},
+        "distill": {"ipc": 1},
+        "evaluate": {
+            "epochs": 1,
+            "seeds": 1,
+            "students": ["convnet-tiny", "convnet"],
+            "recipes": {"convnet": {"epochs": 2}},
+            "reference_top1": {"convnet": 0.5},
+        },
+        "methods": ["random"],
+        "device": "cpu",
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(run))
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())["methods"]["random"]
+    assert m["student"] == "convnet-tiny" and set(m["by_student"]) == {"convnet"}
+    assert m["by_student"]["convnet"]["runs"][0]["epochs"] == 2  # its recipe
+    md = (tmp_path / "r" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| random | convnet |"))
+    top1 = m["by_student"]["convnet"]["top1"]
+    assert f"| {top1 / 0.5:.3f} |" in row  # recovery against the given full-data accuracy

@@ -93,3 +93,11 @@ def test_fixed_subset_is_seeded_and_sorted():
 
 def test_eps_label():
     assert eps_label(2 / 255) == "2/255" and eps_label(0.1) == "0.1"
+
+
+def test_attack_at_its_own_radius(teacher, batch, rt):
+    x, y = batch
+    scores = robust_accuracy(
+        teacher.model, x, y, ["pgd100", "mim@4/255"], [1 / 255, 2 / 255], rt, num_classes=10
+    )
+    assert set(scores) == {"clean", "pgd100@1/255", "pgd100@2/255", "mim@4/255"}

@@ -153,6 +153,11 @@ class EvalConfig:
         "full-data top-1 of each student architecture, e.g. {resnet18: 0.93} (train one with `geodistill "
         "squeeze --arch A`); recovery of that student's rows is computed against it",
     )
+    recipes: dict = opt(
+        {},
+        "per-architecture overrides of these fields, e.g. {resnet18: {lr: 0.002, epochs: 400}}; merged over "
+        "geodistill's defaults (evaluate.student.RECIPES: RDED's learning rates)",
+    )
     arch_kwargs: dict = opt({}, "extra architecture arguments for the students")
     epochs: int = opt(300, "student epochs; every image is seen once per epoch", lo=1)
     batch_size: int = opt(50, "images per student step (capped at the set size)", lo=1)
@@ -172,7 +177,13 @@ class EvalConfig:
         "split the students are scored on: val (tuning) or test (final numbers only)",
         choices=("val", "test"),
     )
-    attacks: list[str] = opt([], "attacks, any of: " + ", ".join(ATTACKS), choices=ATTACKS)
+    attacks: list[str] = opt(
+        [],
+        "attacks, any of: "
+        + ", ".join(ATTACKS)
+        + "; NAME runs at every radius of eps, NAME@2/255 at that one",
+        choices=ATTACKS,
+    )
     eps: list[float] = opt([2 / 255], "L-inf radii in pixel units, in [0, 1], e.g. 2/255", lo=0.0, hi=1.0)
     attack_samples: int = opt(1000, "seeded subset of the scored split that is attacked (0: all)", lo=0)
     max_memory: str = opt("", "refuse up front a batch estimated above this size, e.g. 8GB")
@@ -293,6 +304,17 @@ def _check(f: dataclasses.Field, value: Any, where: str) -> None:
     for v in items:
         if v is None:
             continue
+        if f.name == "attacks" and isinstance(v, str) and "@" in v:
+            name, _, radius = v.partition("@")
+            try:
+                r = float(radius.split("/")[0]) / (float(radius.split("/")[1]) if "/" in radius else 1.0)
+            except (ValueError, ZeroDivisionError):
+                raise GeodistillError(
+                    f"config {where}: cannot read the radius of {v!r}; write e.g. pgd100@2/255"
+                ) from None
+            if not 0 <= r <= 1:
+                raise GeodistillError(f"config {where}: radius of {v!r} outside [0, 1] (write 8/255, not 8)")
+            v = name
         if m.get("choices") and v not in m["choices"]:
             raise GeodistillError(f"config {where}: {v!r} is not one of {', '.join(m['choices'])}")
         if m.get("lo") is not None and isinstance(v, int | float) and v < m["lo"]:

@@ -370,7 +370,7 @@ def protocol(cfg: EvalConfig, data: ClassData) -> dict:
     """What the students' numbers depend on, stated once above every table."""
     d = to_dict(cfg)
     d.pop("max_memory", None)
-    d["attack_config"] = {a: ATTACK_CONFIG[a] for a in cfg.attacks}
+    d["attack_config"] = {a.split("@")[0]: ATTACK_CONFIG[a.split("@")[0]] for a in cfg.attacks}
     d["versions"] = attack_versions() if cfg.attacks else {}
     d["val_split"] = data.val_spec
     return d

@@ -158,7 +158,8 @@ def robust_accuracy(
 ) -> dict[str, float]:
     """Clean and robust accuracy of ``model`` on float images ``x`` in [0, 1].
 
-    Returns ``{"clean": acc, "<attack>@<eps>": acc, ...}`` (``"cw"`` without ε) with eps written
+    ``attacks`` entries are names (run at every radius of ``eps``) or ``name@radius`` (that radius
+    only). Returns ``{"clean": acc, "<attack>@<eps>": acc, ...}`` (``"cw"`` without ε) with eps written
     as ``k/255`` when it is a whole multiple of 1/255. An adversarial example counts as correct
     only if the model still classifies it correctly; bounded attacks must stay in the ε ball
     and in [0, 1] (checked on every batch).
@@ -173,8 +174,14 @@ def robust_accuracy(
             ]
         )
     out["clean"] = clean_ok.float().mean().item()
-    jobs = [(name, e) for e in eps for name in attacks if name not in UNBOUNDED]
-    jobs += [(name, None) for name in attacks if name in UNBOUNDED]
+    jobs = []
+    for spec in attacks:  # "name" runs at every radius in eps, "name@2/255" at that radius only
+        name, _, radius = spec.partition("@")
+        if name in UNBOUNDED:
+            jobs.append((name, None))
+        else:
+            jobs += [(name, parse_eps(radius))] if radius else [(name, e) for e in eps]
+    jobs = sorted(set(jobs), key=jobs.index)
     for name, e in jobs:
         with torch.random.fork_rng(devices=[rt.device] if rt.cuda else []):
             torch.manual_seed(seed)
@@ -189,6 +196,12 @@ def robust_accuracy(
                     ok.append((model(adv).argmax(1) == yb).cpu())
         out[name if e is None else f"{name}@{eps_label(e)}"] = torch.cat(ok).float().mean().item()
     return out
+
+
+def parse_eps(text: str) -> float:
+    """``"2/255"`` or ``"0.01"`` -> a radius in pixel units."""
+    num, _, den = text.partition("/")
+    return float(num) / float(den) if den else float(num)
 
 
 def eps_label(e: float) -> str:

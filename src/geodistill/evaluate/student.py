@@ -76,6 +76,25 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     )
 
 
+# Student learning rates per architecture from RDED (argument.py), used unless the config overrides
+# them (evaluate.recipes); every other field keeps the run's value.
+RECIPES: dict[str, dict] = {
+    "mobilenet_v2": {"lr": 0.0025},
+    "timm/efficientnet_b0": {"lr": 0.002},
+    "timm/vgg11": {"lr": 0.0005},
+}
+
+
+def recipe_for(cfg: EvalConfig, arch: str) -> EvalConfig:
+    """The evaluation config for student ``arch``: ``cfg`` with the architecture's recipe applied."""
+    from ..config import from_dict, to_dict
+
+    over = {**RECIPES.get(arch, {}), **(cfg.recipes.get(arch) or {})}
+    if not over:
+        return cfg
+    return from_dict(EvalConfig, {**to_dict(cfg), **over}, f"evaluate.recipes.{arch}")
+
+
 def _batches(n: int, per_epoch: int, epochs: int, g: torch.Generator):
     """Every epoch: a fresh permutation of all ``n`` images cut into ``per_epoch`` near-equal batches."""
     for _ in range(epochs):
@@ -108,6 +127,7 @@ def train_student(
     """
     t0 = time.perf_counter()
     arch = arch or teacher.arch
+    cfg = recipe_for(cfg, arch)
     student = rt.prepare(make_student(teacher, arch, cfg, seed))
     teacher.eval()
     g = generator(seed)
