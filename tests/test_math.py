@@ -301,3 +301,17 @@ def test_rded_keeps_the_teachers_most_confident_crops(teacher, digits, rt, facto
     chosen = torch.cat([score_crops(model, tiles[tile_labels == c], c, 8, rt) for c in range(10)]).mean()
     random = torch.cat([score_crops(model, rand[ref.labels == c], c, 8, rt) for c in range(10)]).mean()
     assert chosen < 0.5 * random
+
+
+def test_clean_view_feature_term_leaves_bn_statistics_alone(teacher, digits, stats, rt):
+    cfg = DistillConfig(method="wmdd", ipc=2, iterations=3, feat_view="clean", feat_anneal=True)
+    ds = distill(teacher.model, digits, stats, cfg, rt)
+    base = distill(teacher.model, digits, stats, DistillConfig(method="wmdd", ipc=2, iterations=3), rt)
+    assert not torch.equal(ds.images, base.images)
+    m = teacher.model.eval()
+    matcher = BNMatcher(m, "class", bn_mean=stats.bn_mean, bn_var=stats.bn_var)
+    matcher.classes = torch.tensor([0])
+    matcher.enabled = False
+    m(torch.rand(2, 1, 8, 8))
+    assert matcher.losses == []  # a disabled matcher records nothing
+    matcher.remove()

@@ -106,6 +106,13 @@ class DistillConfig:
         "assignment recomputed every step)",
         choices=("fixed", "ot"),
     )
+    feat_view: str = opt(
+        "augmented",
+        "images the barycenter term sees: augmented (the crop the other terms see, as the authors) or clean "
+        "(an extra forward of the un-augmented images: atoms are features of whole images)",
+        choices=("augmented", "clean"),
+    )
+    feat_anneal: bool = opt(False, "decay the barycenter term's weight to 0 along the cosine schedule")
     first_bn_multiplier: float | None = opt(
         None, "extra weight of the first BN layer; empty: the method's (wmdd 1, sre2l 10)", lo=0.0
     )

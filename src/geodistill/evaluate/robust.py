@@ -160,7 +160,8 @@ def robust_accuracy(
 
     ``attacks`` entries are names (run at every radius of ``eps``) or ``name@radius`` (that radius
     only). Returns ``{"clean": acc, "<attack>@<eps>": acc, ...}`` (``"cw"`` without ε) with eps written
-    as ``k/255`` when it is a whole multiple of 1/255. An adversarial example counts as correct
+    as ``k/255`` when it is a whole multiple of 1/255. Only correctly classified points are
+    attacked (the others count as errors either way); an adversarial example counts as correct
     only if the model still classifies it correctly; bounded attacks must stay in the ε ball
     and in [0, 1] (checked on every batch).
     """
@@ -182,19 +183,22 @@ def robust_accuracy(
         else:
             jobs += [(name, parse_eps(radius))] if radius else [(name, e) for e in eps]
     jobs = sorted(set(jobs), key=jobs.index)
+    # misclassified points are errors whatever the attack does: attack only the correct ones
+    ok_idx = clean_ok.nonzero().flatten()
+    xs, ys = x[ok_idx], y[ok_idx]
     for name, e in jobs:
         with torch.random.fork_rng(devices=[rt.device] if rt.cuda else []):
             torch.manual_seed(seed)
             attack = build_attack(name, model, e if e is not None else 0.0, num_classes, seed)
-            ok = []
-            for i in range(0, len(y), batch_size):
-                xb, yb = x[i : i + batch_size].to(rt.device), y[i : i + batch_size].to(rt.device)
+            survived = 0
+            for i in range(0, len(ys), batch_size):
+                xb, yb = xs[i : i + batch_size].to(rt.device), ys[i : i + batch_size].to(rt.device)
                 adv = attack(xb, yb)
                 if adv.min() < 0 or adv.max() > 1 or (e is not None and (adv - xb).abs().max() > e + 1e-5):
                     raise RuntimeError(f"attack {name} left the eps={e} ball or [0, 1]")
                 with torch.no_grad():
-                    ok.append((model(adv).argmax(1) == yb).cpu())
-        out[name if e is None else f"{name}@{eps_label(e)}"] = torch.cat(ok).float().mean().item()
+                    survived += int((model(adv).argmax(1) == yb).sum())
+        out[name if e is None else f"{name}@{eps_label(e)}"] = survived / max(1, len(y))
     return out
 
 

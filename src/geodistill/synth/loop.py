@@ -163,9 +163,20 @@ def optimize_group(
         loss = cfg.r_ce * F.cross_entropy(logits.float(), y)
         parts = {"ce": float(loss.detach())}
         if atoms is not None:
-            a = atoms[ot_pairing(feats, atoms, cfg.ipc)] if cfg.pairing == "ot" else atoms
-            fm = feature_matching(feats.float(), a, scale, cfg.feat_loss)
-            loss = loss + cfg.r_feat * fm
+            f = feats
+            if cfg.feat_view == "clean":  # the whole images, as the atoms were computed
+                if bn is not None:
+                    bn.enabled = False
+                with rt.autocast():
+                    f = teacher.features(u, normalized=True)
+                if bn is not None:
+                    bn.enabled = True
+            a = atoms[ot_pairing(f, atoms, cfg.ipc)] if cfg.pairing == "ot" else atoms
+            fm = feature_matching(f.float(), a, scale, cfg.feat_loss)
+            weight = cfg.r_feat * (
+                0.5 * (1 + math.cos(math.pi * it / cfg.iterations)) if cfg.feat_anneal else 1.0
+            )
+            loss = loss + weight * fm
             parts["feat"] = float(fm.detach())
         if bn is not None:
             bl = bn.pop()

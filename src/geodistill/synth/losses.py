@@ -30,6 +30,7 @@ class BNMatcher:
         self.bn_mean, self.bn_var = bn_mean, bn_var
         self.classes: torch.Tensor | None = None  # [G] class ids of the current batch
         self.losses: list[torch.Tensor] = []
+        self.enabled = True  # False: forward passes are not recorded
         self.layers = bn_layers(model)
         if not self.layers:
             raise ValueError("BN statistics matching needs a teacher with BatchNorm layers")
@@ -37,6 +38,8 @@ class BNMatcher:
 
     def _hook(self, i: int, name: str):
         def fn(mod, inp, _out):
+            if not self.enabled:
+                return
             x = inp[0].float()
             w = self.first_multiplier if i == 0 else 1.0
             if self.mode == "global":
