@@ -5,6 +5,8 @@ defaults chosen on that split are chosen on unseen images.
 
     python benchmarks/train_teacher.py                                   # plain teacher
     python benchmarks/train_teacher.py --regularizer curvature           # GUARD, from scratch
+    python benchmarks/train_teacher.py --regularizer curvature --epochs 3 --lr 0.01 \
+        --init benchmarks/cache/cifar10-convnet3-plain.safetensors        # GUARD, fine-tuned
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ ap.add_argument("--epochs", type=int, default=20)
 ap.add_argument("--regularizer", default="none")
 ap.add_argument("--reg-lambda", type=float, default=0.0)
 ap.add_argument("--reg-h", type=float, default=3.0)
+ap.add_argument("--lr", type=float, default=0.05)
+ap.add_argument("--init", default=None, help="fine-tune these weights instead of training from scratch")
 ap.add_argument("--out", default=None)
 args = ap.parse_args()
 
 name = "plain" if args.regularizer == "none" else args.regularizer
+if args.init:
+    name += f"-ft{args.epochs}"
 out = Path(args.out or f"benchmarks/cache/cifar10-convnet3-{name}.safetensors")
 rt = make_runtime("auto")
 data = load_data(DataConfig(source=args.data, val_fraction=0.1, val_seed=0))
@@ -36,7 +42,8 @@ cfg = SqueezeConfig(
     arch="convnet3",
     epochs=args.epochs,
     batch_size=128,
-    lr=0.05,
+    lr=args.lr,
+    init_checkpoint=args.init,
     regularizer=args.regularizer,
     reg_lambda=args.reg_lambda,
     reg_h=args.reg_h,

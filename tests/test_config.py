@@ -57,3 +57,15 @@ def test_attack_radius_suffix_is_checked(tmp_path):
         p.write_text(f"evaluate: {{attacks: ['{bad}']}}\n")
         with pytest.raises(GeodistillError, match=match):
             resolve(p, {})
+
+
+def test_saved_configs_match_with_new_default_fields():
+    from geodistill.config import DistillConfig, config_matches, to_dict
+
+    cfg = DistillConfig(ipc=3)
+    saved = to_dict(cfg)
+    saved.pop("feat_view")  # written before the field existed
+    assert config_matches(saved, cfg)
+    assert not config_matches({**saved, "ipc": 4}, cfg)
+    assert not config_matches({**saved, "gone": 1}, cfg)
+    assert not config_matches(None, cfg)

@@ -348,6 +348,18 @@ def from_dict(cls, d: dict, where: str = ""):
     return cls(**kw)
 
 
+def config_matches(saved: dict | None, cfg) -> bool:
+    """Whether a config saved with an artifact equals ``cfg``, reading the saved one with today's
+    defaults (a field added since it was written counts as its default, so finished work stays
+    reusable); an unreadable saved config never matches."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return from_dict(type(cfg), saved) == cfg
+    except (GeodistillError, TypeError):
+        return False
+
+
 def to_dict(cfg) -> dict:
     def fix(o):
         if isinstance(o, tuple):

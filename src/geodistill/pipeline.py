@@ -19,6 +19,7 @@ from .config import (
     EvalConfig,
     RunConfig,
     SqueezeConfig,
+    config_matches,
     from_dict,
     save_config,
     to_dict,
@@ -85,7 +86,7 @@ def _save_state(path: Path, st: TrainState, cfg: SqueezeConfig) -> None:
 def _load_state(path: Path, cfg: SqueezeConfig) -> TrainState | None:
     """The saved training state, or ``None`` when it belongs to a different squeeze config."""
     t, meta = load_tensors(path)
-    if meta.get("squeeze") != to_dict(cfg):
+    if not config_matches(meta.get("squeeze"), cfg):
         return None
     state: dict = {}
     for key, v in t.items():
@@ -147,7 +148,7 @@ def squeeze_stage(
         return rt.prepare(model), meta
     if resume and out.exists():
         model, meta = load_checkpoint(out, class_names=data.class_names, image_shape=data.image_shape)
-        if meta.get("squeeze") == to_dict(cfg):
+        if config_matches(meta.get("squeeze"), cfg):
             log(f"teacher: reusing {out} (top-1 {meta['top1']:.4f})")
             return rt.prepare(model), meta
         raise GeodistillError(
@@ -222,7 +223,7 @@ def distill_stage(
     class group so that ``resume`` never recomputes a finished class."""
     if resume and (out / "distilled.safetensors").exists():
         ds = DistilledSet.load(out)
-        if ds.manifest.get("config") == to_dict(cfg) and ds.manifest.get("teacher", {}).get(
+        if config_matches(ds.manifest.get("config"), cfg) and ds.manifest.get("teacher", {}).get(
             "sha256"
         ) == teacher_meta.get("sha256"):
             log(f"{cfg.method}: reusing {out}")
@@ -236,7 +237,8 @@ def distill_stage(
     if resume and parts.exists():
         for f in sorted(parts.glob("group_*.safetensors")):
             t, meta = load_tensors(f)
-            if meta.get("key") == key:
+            saved = meta.get("key") or {}
+            if config_matches(saved.get("config"), cfg) and saved.get("teacher") == key["teacher"]:
                 completed[meta["index"]] = {**meta["group"], "images": t["images"], "weights": t["weights"]}
         if completed:
             log(f"{cfg.method}: resuming, {len(completed)} class group(s) already done")
@@ -300,7 +302,11 @@ def evaluate_resumable(
     runs: list[dict] = []
     if resume and path is not None and path.exists():
         saved = read_json(path)
-        if saved.get("key") == key:
+        old = saved.get("key") or {}
+        same = {k: v for k, v in old.items() if k != "evaluate"} == {
+            k: v for k, v in key.items() if k != "evaluate"
+        }
+        if same and config_matches(old.get("evaluate"), cfg):
             runs = saved["runs"]
             if runs:
                 log(f"  resuming evaluation: seeds {[r['seed'] for r in runs]} already done")
