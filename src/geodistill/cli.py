@@ -303,10 +303,8 @@ def _dispatch(args, extra) -> int:
             out = Path(args.out or f"runs/{cfg.name}")
         args.device = args.device if args.device != "auto" else cfg.device
         args.amp, args.channels_last = args.amp or cfg.amp, args.channels_last or cfg.channels_last
-        for m in cfg.methods:
-            pipeline.parse_method(m, cfg.distill)
         data = pipeline.load_data(cfg.data)
-        pipeline.check_run(cfg, data)
+        pipeline.check_run(cfg, data)  # methods, IPC, split, teachers: before anything is written
         prepare_out_dir(out, overwrite=args.overwrite, resume=args.resume)
         rt = _runtime(args)
         log = _logger(args)
@@ -331,7 +329,6 @@ def _dispatch(args, extra) -> int:
 
     teacher, tmeta = load_checkpoint(args.teacher, class_names=data.class_names, image_shape=data.image_shape)
     if args.cmd == "distill":
-        pipeline.parse_method(stage_cfg.method, stage_cfg)
         data.check_ipc(stage_cfg.ipc)
         out = prepare_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
         rt = _runtime(args)

@@ -43,7 +43,7 @@ def class_seed(cfg: DistillConfig, c: int) -> int:
 
 def needs_stats(s: Strategy) -> bool:
     """Whether a method reads the teacher's class statistics (features or BN moments)."""
-    return s.barycenter or s.bn == "class" and s.synthesize or s.select in ("herding", "kcenter")
+    return s.barycenter or (s.bn == "class" and s.synthesize) or s.select in ("herding", "kcenter")
 
 
 def select(data: ClassData, stats: ClassStats | None, cfg: DistillConfig, s: Strategy) -> DistilledSet:
