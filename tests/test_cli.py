@@ -216,3 +216,11 @@ def test_guard_weighted_solvers_and_attacks_end_to_end(tmp_path, tiny_cfg):
         assert set(entry["robust"]) == {"clean", "pgd100@8/255"}
     assert "pgd100@8/255 %" in (out / "report.md").read_text()
     assert "pgd100" in m["protocol"]["attack_config"]
+
+
+def test_distilled_set_names_may_hold_brackets():
+    from geodistill.cli import _top_level_eq
+
+    item = "wmdd[r_feat=1]=runs/x/wmdd_r_feat-1"
+    assert item[: _top_level_eq(item)] == "wmdd[r_feat=1]"
+    assert _top_level_eq("folder:a/b") == -1 and _top_level_eq("a=b") == 1

@@ -250,13 +250,24 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
         raise GeodistillError(f"{flag} {text!r}: expected comma-separated numbers") from None
 
 
+def _top_level_eq(text: str) -> int:
+    """Index of the first ``=`` outside brackets (``wmdd[r_feat=1]=DIR`` -> before ``DIR``), or -1."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "=" and depth == 0:
+            return i
+    return -1
+
+
 def _load_sets(items: list[str], data) -> dict:
     from .distilled import DistilledSet
 
     sets = {}
     for item in items:
-        head, sep, tail = item.partition("=")
-        name, spec = (head, tail) if sep and not any(ch in head for ch in ":/\\") else ("", item)
+        cut = _top_level_eq(item)
+        head, tail = (item[:cut], item[cut + 1 :]) if cut >= 0 else ("", item)
+        name, spec = (head, tail) if cut >= 0 and not any(ch in head for ch in ":/\\") else ("", item)
         if spec.startswith("folder:"):
             ds = DistilledSet.from_folder(spec[7:], data.class_names, data.image_shape)
         else:
