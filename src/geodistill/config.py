@@ -118,9 +118,9 @@ class DistillConfig:
     )
     init: str | None = opt(
         None,
-        "starting images: real (wmdd: nearest to the atoms; others: random real) or noise; empty: "
-        "the method's (wmdd real, sre2l noise)",
-        choices=("real", "noise"),
+        "starting images: real (wmdd: the real images nearest to the atoms; others: random real ones), "
+        "random (random real images for every method) or noise; empty: the method's (wmdd real, sre2l noise)",
+        choices=("real", "random", "noise"),
     )
     augment: str | None = opt(
         None,

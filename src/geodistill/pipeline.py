@@ -302,7 +302,7 @@ def evaluate_resumable(
     runs: list[dict] = []
     if resume and path is not None and path.exists():
         saved = read_json(path)
-        old = saved.get("key") or {}
+        old = {"student": arch, **(saved.get("key") or {})}  # keys written before "student" existed
         same = {k: v for k, v in old.items() if k != "evaluate"} == {
             k: v for k, v in key.items() if k != "evaluate"
         }

@@ -98,7 +98,7 @@ def plan_class(
         if res.init == "real":  # WMDD's init: the distinct real images nearest to the atoms
             out["init"] = data.float(data.x_train[idx[local]])
     if "init" not in out:
-        if res.init == "real":
+        if res.init in ("real", "random"):
             local = SELECTORS["random"](torch.zeros(len(idx), 1), cfg.ipc, seed)
             out["init"] = data.float(data.x_train[idx[local]])
         else:  # the authors' noise: N(0, 1) in normalized units, i.e. mean + std * N(0, 1) pixels
