@@ -407,6 +407,7 @@ def score_sets(
                 ds, teacher, tmeta, data, cfg, rt, sub, arch=arch, resume=resume, log=log
             )
             d = {**score.as_dict(), "student": arch}
+            d["seconds"] = sum(r.get("seconds", 0.0) for r in score.runs)  # compute time, also if resumed
             flags += [f"{name} ({arch}), {f}" for f in score.flags]
             if k == 0:
                 entry = d
@@ -481,7 +482,7 @@ def run_pipeline(
         ds = distill_stage(
             teacher, tmeta, data, dcfg, rt, out / method_dir(m), stats=stats, resume=resume, log=log
         )
-        distill_seconds[m] = time.perf_counter() - t1
+        distill_seconds[m] = ds.manifest.get("seconds", time.perf_counter() - t1)  # compute time, also resumed
         sets[m] = (ds, teacher, tmeta)
     methods, flags = score_sets(sets, data, cfg.evaluate, rt, out, resume=resume, log=log)
     for m, entry in methods.items():
