@@ -482,7 +482,7 @@ def run_pipeline(
         ds = distill_stage(
             teacher, tmeta, data, dcfg, rt, out / method_dir(m), stats=stats, resume=resume, log=log
         )
-        distill_seconds[m] = ds.manifest.get("seconds", time.perf_counter() - t1)  # compute time, also resumed
+        distill_seconds[m] = ds.manifest.get("seconds", time.perf_counter() - t1)  # compute, also resumed
         sets[m] = (ds, teacher, tmeta)
     methods, flags = score_sets(sets, data, cfg.evaluate, rt, out, resume=resume, log=log)
     for m, entry in methods.items():
