@@ -304,9 +304,11 @@ def test_rded_keeps_the_teachers_most_confident_crops(teacher, digits, rt, facto
 
 
 def test_clean_view_feature_term_leaves_bn_statistics_alone(teacher, digits, stats, rt):
-    cfg = DistillConfig(method="wmdd", ipc=2, iterations=3, feat_view="clean", feat_anneal=True)
+    cfg = DistillConfig(method="wmdd", ipc=2, iterations=3, r_feat=1.0, feat_view="clean", feat_anneal=True)
     ds = distill(teacher.model, digits, stats, cfg, rt)
-    base = distill(teacher.model, digits, stats, DistillConfig(method="wmdd", ipc=2, iterations=3), rt)
+    base = distill(
+        teacher.model, digits, stats, DistillConfig(method="wmdd", ipc=2, iterations=3, r_feat=1.0), rt
+    )
     assert not torch.equal(ds.images, base.images)
     m = teacher.model.eval()
     matcher = BNMatcher(m, "class", bn_mean=stats.bn_mean, bn_var=stats.bn_var)

@@ -51,7 +51,9 @@ def test_wmdd_distill_shapes_weights_and_manifest(teacher, digits, stats, rt):
 
 def test_synthesis_lowers_its_loss(teacher, digits, stats, rt):
     def final(iterations):
-        cfg = DistillConfig(method="wmdd", init="noise", **{**FAST, "iterations": iterations})
+        cfg = DistillConfig(
+            method="wmdd", init="noise", lr=0.25, r_feat=1.0, **{**FAST, "iterations": iterations}
+        )
         ds = distill(teacher.model, digits, stats, cfg, rt)
         return sum(g["final_loss"]["feat"] + g["final_loss"]["ce"] for g in ds.manifest["groups"])
 

@@ -89,11 +89,22 @@ class DistillConfig:
     method: str = opt("wmdd", "distillation or selection method", choices=METHODS)
     ipc: int = opt(10, "images per class", lo=1)
     iterations: int = opt(1000, "synthesis iterations (0: the initial images)", lo=0)
-    lr: float = opt(0.25, "Adam learning rate on pixels in the teacher's normalized units", lo=0.0)
+    lr: float | None = opt(
+        None,
+        "Adam learning rate on pixels in the teacher's normalized units; empty: the method's (wmdd 0.01, "
+        "sre2l 0.25)",
+        lo=0.0,
+    )
     batch_classes: int = opt(10, "classes optimized together in one batch", lo=1)
-    r_ce: float = opt(1.0, "weight of the cross-entropy term", lo=0.0)
+    r_ce: float | None = opt(
+        None, "weight of the cross-entropy term; empty: the method's (wmdd 0.1, sre2l 1)", lo=0.0
+    )
     r_bn: float = opt(0.01, "weight of the BatchNorm statistics term", lo=0.0)
-    r_feat: float = opt(1.0, "weight of the barycenter feature term (wmdd)", lo=0.0)
+    r_feat: float | None = opt(
+        None,
+        "weight of the barycenter feature term; empty: the method's (wmdd 0, chosen on validation)",
+        lo=0.0,
+    )
     feat_loss: str = opt(
         "relative",
         "barycenter term: relative = mean_i ||f_i - a_i||^2 / class feature variance (independent of "

@@ -132,11 +132,11 @@ def optimize_group(
     u = torch.max(torch.min(torch.cat(u0), hi), lo).detach().requires_grad_(True)
     y = torch.tensor(classes, device=rt.device).repeat_interleave(cfg.ipc)
     atoms = scale = None
-    if s.barycenter and cfg.r_feat > 0:
+    if s.barycenter and res.r_feat > 0:
         atoms = torch.cat([p["atoms"] for p in plans]).to(rt.device)
         scale = torch.cat([p["scale"] for p in plans]).to(rt.device)
     jitter = int(cfg.jitter * u.shape[-1])  # the authors' 32 px at 224 -> 4 px at 32
-    opt = torch.optim.Adam([u], lr=cfg.lr, betas=(0.5, 0.9), eps=1e-8)
+    opt = torch.optim.Adam([u], lr=res.lr, betas=(0.5, 0.9), eps=1e-8)
     bn = None
     if cfg.r_bn > 0 and cfg.iterations > 0:
         bn = BNMatcher(
@@ -152,7 +152,7 @@ def optimize_group(
     def step(it: int) -> torch.Tensor:
         nonlocal parts
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * it / cfg.iterations))
+            group["lr"] = res.lr * 0.5 * (1 + math.cos(math.pi * it / cfg.iterations))
         ua = u
         if res.augment == "rrc":
             ua = random_resized_crop(ua, scale=tuple(cfg.crop_scale), hflip=hflip, generator=g)
@@ -160,7 +160,7 @@ def optimize_group(
         with rt.autocast():
             feats = teacher.features(ua, normalized=True)
             logits = teacher.head(feats)
-        loss = cfg.r_ce * F.cross_entropy(logits.float(), y)
+        loss = res.r_ce * F.cross_entropy(logits.float(), y)
         parts = {"ce": float(loss.detach())}
         if atoms is not None:
             f = feats
@@ -173,7 +173,7 @@ def optimize_group(
                     bn.enabled = True
             a = atoms[ot_pairing(f, atoms, cfg.ipc)] if cfg.pairing == "ot" else atoms
             fm = feature_matching(f.float(), a, scale, cfg.feat_loss)
-            weight = cfg.r_feat * (
+            weight = res.r_feat * (
                 0.5 * (1 + math.cos(math.pi * it / cfg.iterations)) if cfg.feat_anneal else 1.0
             )
             loss = loss + weight * fm
