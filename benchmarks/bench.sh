@@ -2,8 +2,8 @@
 # Run one benchmark piece (resumable) and copy its metrics, report and grids into
 # benchmarks/results/NAME.{json,md} with the exact command, machine and dates.
 # From the repository root:
-#   bash benchmarks/run.sh benchmarks/configs/NAME.yaml [run flags]   # geodistill run, NAME = file name
-#   bash benchmarks/run.sh --evaluate NAME [evaluate flags]           # geodistill evaluate of existing sets
+#   bash benchmarks/bench.sh benchmarks/configs/NAME.yaml [run flags]   # geodistill run, NAME = file name
+#   bash benchmarks/bench.sh --evaluate NAME [evaluate flags]           # geodistill evaluate of existing sets
 set -euo pipefail
 export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1000000000000} MALLOC_TOP_PAD_=${MALLOC_TOP_PAD_:-1000000000}
 if [ "$1" = "--evaluate" ]; then

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -9,7 +11,10 @@ from geodistill.config import SqueezeConfig
 from geodistill.data import load_dataset
 from geodistill.runtime import make_runtime
 
-torch.set_num_threads(2)
+# Two threads by default; an explicit OMP_NUM_THREADS wins. mutmut forks one child per mutant and a
+# forked child deadlocks in a torch thread pool the parent started, so it runs with OMP_NUM_THREADS=1.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,33 @@ def test_sliced_is_close_to_exact_in_1d():
     torch.testing.assert_close(atoms[:, 0].sort().values, expect, atol=0.01, rtol=0)
 
 
+def test_sliced_finds_separated_clusters_in_2d():
+    # four tight, equal blobs at the corners of a square: the sliced barycenter with four atoms
+    # puts one atom on each blob (so its exact W2 is the blobs' own spread, like `exact`'s)
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [4.0, 4.0]])
+    x = (centers[:, None] + 0.1 * torch.randn(4, 30, 2, generator=g)).reshape(-1, 2)
+    atoms, _ = wasserstein_barycenter(x, 4, method="sliced")
+    near = torch.cdist(centers, atoms).min(1).values
+    assert near.max() < 0.3, near
+    exact, _ = wasserstein_barycenter(x, 4, method="exact")
+    assert w2_cost(x, atoms) <= 1.5 * w2_cost(x, exact)
+
+
+def test_kmeans_is_seeded_and_reaches_lloyd_fixed_point():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=g).double()
+    y1, m1, lab1 = kmeans(x, 5, generator=torch.Generator().manual_seed(3))
+    y2, _, lab2 = kmeans(x, 5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(y1, y2)
+    # a fixed point of Lloyd: every point's nearest centroid is its label, every centroid is its
+    # cell's mean (a stopped-too-early run fails this on unclustered data)
+    assert torch.equal(torch.cdist(x, y1).argmin(1), lab1)
+    for j in range(5):
+        torch.testing.assert_close(y1[j], x[lab1 == j].mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(m1, torch.bincount(lab1, minlength=5).double() / 200)
+
+
 def test_kmeans_masses_sum_to_one():
     x = torch.randn(50, 3, generator=torch.Generator().manual_seed(0)).double()
     y, m, lab = kmeans(x, 4, generator=torch.Generator().manual_seed(0))

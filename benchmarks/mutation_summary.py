@@ -1,0 +1,88 @@
+"""Summarize a finished ``mutmut run`` into ``results/mutation.{md,json}``.
+
+Reads mutmut's per-file ``mutants/**/*.py.meta`` (exit code per mutant), counts the verdicts per
+module and lists every survivor with its diff (``mutmut show``), so each can be judged: a missing
+test, or an equivalent mutant (one that cannot change any observable value). From the repository
+root, after ``OMP_NUM_THREADS=1 mutmut run``::
+
+    python benchmarks/mutation_summary.py [--notes benchmarks/mutation_notes.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from mutmut.stats import status_by_exit_code
+
+from geodistill.runtime import machine
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mutants", default="mutants", help="mutmut's working directory")
+    ap.add_argument("--notes", default=None, help="Markdown judged by hand, appended verbatim")
+    args = ap.parse_args()
+    counts: dict[str, Counter] = defaultdict(Counter)
+    survivors: dict[str, list[str]] = defaultdict(list)
+    for meta in sorted(Path(args.mutants, "src").rglob("*.py.meta")):
+        module = str(meta.relative_to(Path(args.mutants, "src"))).removesuffix(".py.meta")
+        module = module.replace("/", ".")
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            status = status_by_exit_code[code]
+            counts[module][status] += 1
+            if status == "survived":
+                survivors[module].append(name)
+    statuses = ["killed", "survived", "timeout", "no tests", "not checked", "suspicious", "segfault"]
+    total = Counter()
+    for c in counts.values():
+        total.update(c)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [
+        "# Mutation testing",
+        "",
+        f"mutmut over the math modules (`[tool.mutmut]` in `pyproject.toml`), {stamp}, {machine()}.",
+        "Command: `OMP_NUM_THREADS=1 mutmut run --max-children 1 && python benchmarks/mutation_summary.py`",
+        "",
+        "| module | " + " | ".join(statuses) + " |",
+        "|---|" + "---:|" * len(statuses),
+    ]
+    for module in sorted(counts):
+        lines.append(f"| `{module}` | " + " | ".join(str(counts[module][s]) for s in statuses) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{total[s]}**" for s in statuses) + " |")
+    lines += [
+        "",
+        "`killed`: some test failed; `survived`: every selected test passed; `no tests`: no test of",
+        "the selection executes the mutated function. The full diff of every survivor is in",
+        "`mutation_survivors.md`.",
+        "",
+    ]
+    if args.notes:
+        lines += [Path(args.notes).read_text()]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "mutation.md").write_text("\n".join(lines) + "\n")
+    diffs = ["# Surviving mutants", "", f"{stamp}; `mutmut show NAME` for each.", ""]
+    for module in sorted(survivors):
+        diffs.append(f"## {module} ({len(survivors[module])})\n")
+        for name in survivors[module]:
+            shown = subprocess.run(["mutmut", "show", name], capture_output=True, text=True).stdout
+            diff = "\n".join(ln for ln in shown.splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---")))
+            diffs += [f"`{name}`", "```diff", diff, "```", ""]
+    (RESULTS / "mutation_survivors.md").write_text("\n".join(diffs) + "\n")
+    json.dump(
+        {"date": stamp, "machine": machine(), "counts": {m: dict(c) for m, c in counts.items()},
+         "survivors": survivors},
+        open(RESULTS / "mutation.json", "w"),
+        indent=2,
+    )
+    print("\n".join(lines[5:]))
+
+
+if __name__ == "__main__":
+    main()
