@@ -106,9 +106,29 @@ def rows_of(run: dict) -> list[dict]:
                     "protocol": protocol_of(run, entry),
                     "iterations": ((entry.get("distill") or {}).get("config") or {}).get("iterations"),
                     "config": (entry.get("distill") or {}).get("config") or {},
+                    "settings": settings_of(entry),
                 }
             )
     return rows
+
+
+def settings_of(entry: dict) -> str:
+    """The synthesis settings a row's images were made with, resolved (labels such as
+    ``wmdd[r_feat=0]`` are relative to the defaults of the version that ran them)."""
+    d = entry.get("distill") or {}
+    cfg, res = d.get("config") or {}, {**(d.get("config") or {}), **(d.get("resolved") or {})}
+    if cfg.get("method") not in ("wmdd", "sre2l"):
+        return ""
+    parts = [
+        f"{res.get('init')} init",
+        f"lr {res.get('lr')}",
+        f"CE {res.get('r_ce')}",
+        f"BN {res.get('r_bn')}" + (f" (first x{res['first_bn']:g})" if res.get("first_bn") not in (None, 1) else ""),
+    ]
+    if cfg["method"] == "wmdd":
+        parts.append(f"feat {res.get('r_feat')}" + (" paper" if res.get("feat_loss") == "paper" else ""))
+    parts.append(f"{res.get('iterations')} it")
+    return ", ".join(parts)
 
 
 def _pct(v: float | None) -> str:
@@ -127,7 +147,7 @@ def _split_by_protocol(rows: list[dict]) -> list[tuple[dict, list[dict], list[st
 
 def table(rows: list[dict], robust_keys: list[str]) -> list[str]:
     head = ["method", "student", "top-1 %", "± std", "top-5 %", "recovery", *[f"{k} %" for k in robust_keys]]
-    head += ["seeds", "steps", "distill s", "eval s", "run"]
+    head += ["seeds", "steps", "distill s", "eval s", "run", "synthesis settings"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: -r["top1"]):
         rob = []
@@ -139,6 +159,7 @@ def table(rows: list[dict], robust_keys: list[str]) -> list[str]:
         cells += [str(r["seeds"]), str(r["steps"] or "—")]
         cells += [f"{r['distill_seconds']:.0f}" if r["distill_seconds"] is not None else "—"]
         cells += [f"{r['eval_seconds']:.0f}" if r["eval_seconds"] is not None else "—", r["run"]]
+        cells += [r.get("settings") or ""]
         out.append("| " + " | ".join(cells) + " |")
     return out
 
