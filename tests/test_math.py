@@ -179,6 +179,18 @@ def test_ot_pairing_is_the_optimal_within_class_assignment():
         cost = lambda p, s=s: sum(((f[s + i] - a[s + j]) ** 2).sum() for i, j in enumerate(p))
         best = min(itertools.permutations(range(3)), key=cost)
         assert cost(block.tolist()) == pytest.approx(cost(best))
+    # squared distances, not distances or cubes: over these seeds the optima differ
+    for seed in range(10):
+        g = torch.Generator().manual_seed(seed)
+        f, a = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+        cost = lambda p: sum(((f[i] - a[j]) ** 2).sum().item() for i, j in enumerate(p))
+        best = min(itertools.permutations(range(5)), key=cost)
+        assert cost(ot_pairing(f, a, ipc=5).tolist()) == pytest.approx(cost(best))
+
+
+def test_feature_matching_names_an_unknown_form():
+    with pytest.raises(ValueError, match="unknown feature loss 'l1'"):
+        feature_matching(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2), "l1")
 
 
 def test_synthesis_pulls_each_image_to_its_own_atom(teacher, digits, stats, rt):

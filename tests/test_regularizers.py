@@ -34,7 +34,10 @@ def test_curvature_penalty_is_h_times_hessian_direction_over_batch():
     # gradient of the batch-MEAN loss: every row carries 1/N (the authors' reduction)
     torch.testing.assert_close(pen, h * (z @ a).norm(dim=1) / len(u), rtol=1e-6, atol=1e-9)
     pen.mean().backward()  # differentiable w.r.t. the parameters (double backprop)
-    assert q.a.grad is not None and q.a.grad.abs().sum() > 0
+    # ... through BOTH gradients: independently, with z fixed, row i is h·‖½(A+Aᵀ) z_i‖ / N
+    a_ = q.a.detach().clone().requires_grad_(True)
+    (h * (z @ (0.5 * (a_ + a_.T))).norm(dim=1) / len(u)).mean().backward()
+    torch.testing.assert_close(q.a.grad, a_.grad, rtol=1e-6, atol=1e-12)
 
 
 def test_curvature_simple_penalty_is_batch_mean_loss_difference():
@@ -97,6 +100,22 @@ def test_gradnorm_is_the_hand_computed_normalized_input_gradient():
     assert parts["reg"] == pytest.approx(g.flatten(1).norm(dim=1).mean().item(), rel=1e-4)
 
 
+def test_affine_bn_matches_eval_batchnorm_with_nontrivial_affine_and_statistics():
+    from geodistill.teacher.regularizers import _affine_bn_forward
+
+    g = torch.Generator().manual_seed(0)
+    for bn in (nn.BatchNorm2d(3), nn.BatchNorm2d(3, affine=False)):
+        bn.running_mean = torch.randn(3, generator=g)
+        bn.running_var = torch.rand(3, generator=g) * 0.01 + 1e-4  # small: eps matters
+        if bn.affine:
+            nn.init.normal_(bn.weight), nn.init.normal_(bn.bias)
+        x = torch.randn(4, 3, 5, 5, generator=g)
+        torch.testing.assert_close(_affine_bn_forward(bn.eval(), x), bn(x), rtol=1e-5, atol=1e-5)
+        bn.train()  # training mode: the module's own forward (batch statistics)
+        torch.testing.assert_close(_affine_bn_forward(bn, x), F.batch_norm(
+            x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps), rtol=1e-5, atol=1e-5)
+
+
 def test_affine_eval_bn_is_exact_for_values_and_second_order_gradients():
     m = _model(0.5).eval()
     x, y = _batch()
@@ -121,6 +140,56 @@ def test_pgd_examples_stay_in_the_ball_and_raise_the_loss():
     assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     assert (adv - x).abs().max() > 0.9 * eps  # the radius is actually used
     assert obj(adv) > obj(x) + 1e-3
+
+
+def test_pgd_random_start_is_uniform_in_the_ball_and_seeded():
+    x = torch.full((2000, 1, 2, 2), 0.5)
+    eps = 0.1
+    start = _pgd(x, lambda xx: xx.sum(), eps, 0.0, 0, torch.Generator().manual_seed(0))
+    d = start - x
+    assert d.abs().max() <= eps + 1e-7 and d.min() < -0.09 and d.max() > 0.09
+    assert abs(d.mean().item()) < 2e-3 and d.std().item() == pytest.approx(eps / 3**0.5, rel=0.03)
+    again = _pgd(x, lambda xx: xx.sum(), eps, 0.0, 0, torch.Generator().manual_seed(0))
+    assert torch.equal(start, again)
+    # one step of alpha on a linear objective moves every pixel by +alpha (then clipped to eps)
+    one = _pgd(torch.full((1, 1, 2, 2), 0.5), lambda xx: xx.sum(), eps, 0.04, 1, torch.Generator().manual_seed(1))
+    zero = _pgd(torch.full((1, 1, 2, 2), 0.5), lambda xx: xx.sum(), eps, 0.0, 1, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(one, (zero + 0.04).clamp(max=0.5 + eps))
+    flat = _pgd(torch.full((1, 1, 2, 2), 0.5), lambda xx: 0 * xx.sum(), eps, 0.04, 1, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(flat, zero)  # a zero gradient moves nothing
+    # the objective sees clipped images: on a pixel at 1, an objective that rewards values above
+    # 1 has zero gradient there, so that pixel's perturbation stays where the start put it
+    top = torch.ones(1, 1, 2, 2)
+    seen = []
+    _pgd(top, lambda xx: seen.append(xx.detach()) or xx.sum(), eps, 0.01, 2, torch.Generator().manual_seed(2))
+    assert all(s.max() <= 1 and s.min() >= 0 for s in seen)
+
+
+@pytest.mark.parametrize("kind,steps,alpha", [("fgsm", 1, 1.25), ("pgd", 7, 2.5 / 7)])
+def test_adversarial_training_uses_the_published_steps_and_step_size(kind, steps, alpha, monkeypatch):
+    import geodistill.teacher.regularizers as reg
+
+    calls = []
+    real = reg._pgd
+    monkeypatch.setattr(reg, "_pgd", lambda x, obj, eps, a, n, g: calls.append((eps, a, n, g)) or real(x, obj, eps, a, n, g))
+    m = _model(0.5)
+    x, y = _batch()
+    gen = torch.Generator().manual_seed(0)
+    objective(m, x, y, kind, eps=8 / 255, generator=gen)
+    assert calls == [(8 / 255, pytest.approx(alpha * 8 / 255), steps, gen)]
+
+
+def test_label_smoothing_reaches_the_loss():
+    m = _model(0.5)
+    x, y = _batch()
+    loss, logits, _ = objective(m, x, y, "none", label_smoothing=0.1)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.1).item(), rel=1e-6)
+    assert loss.item() != pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-3)
+
+
+def test_unknown_regularizer_is_named():
+    with pytest.raises(ValueError, match="unknown regularizer 'magic'"):
+        objective(_model(0.5), *_batch(), "magic")
 
 
 @pytest.mark.parametrize("kind", ["fgsm", "pgd"])

@@ -84,6 +84,14 @@ def test_sanity_flags_catch_masking_and_failures():
     assert sanity_flags({"clean": 0.5, "cw": 0.6}) != []
 
 
+def test_cw_margin_is_the_best_other_logit_minus_the_true_one():
+    from geodistill.evaluate.robust import _margin
+
+    logits = torch.tensor([[1.0, 5.0, 2.0, 0.0], [3.0, 0.0, 4.0, -1.0]])
+    y = torch.tensor([1, 2])  # the last class is nobody's label: the one-hot width must be 4
+    torch.testing.assert_close(_margin(logits, y), torch.tensor([2.0 - 5.0, 3.0 - 4.0]))
+
+
 def test_fixed_subset_is_seeded_and_sorted():
     a, b = fixed_subset(1000, 100, 3), fixed_subset(1000, 100, 3)
     assert torch.equal(a, b) and len(a) == 100 and torch.equal(a, a.sort().values)
