@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from geodistill.data import cutmix, load_dataset, random_resized_crop, shift_crop
+from geodistill.data.augment import train_augment
 from geodistill.data.classdata import ClassData
 from geodistill.files import GeodistillError
 
@@ -162,6 +163,51 @@ def test_shift_crop_shifts_by_whole_pixels():
     # every non-zero output pixel is an input pixel value (integer shift, no interpolation)
     vals = set(x.flatten().tolist())
     assert all(v in vals for v in y.flatten().tolist())
+
+
+def _shift(x: torch.Tensor, dx: int, dy: int, flip: bool) -> torch.Tensor:
+    """Independent reference: (flip, then) translate by whole pixels with zero fill."""
+    x = x.flip(-1) if flip else x
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[..., max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)] = x[
+        ..., max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)
+    ]
+    return out
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+def test_shift_crop_draws_every_whole_pixel_shift_up_to_pad(hflip):
+    base = torch.arange(1.0, 81.0).view(1, 1, 8, 10)  # distinct values, H != W
+    n, pad = 300, 2
+    y = shift_crop(base.expand(n, 1, 8, 10), pad=pad, hflip=hflip, generator=torch.Generator().manual_seed(0))
+    seen = set()
+    for i in range(n):
+        match = [
+            (dx, dy, f)
+            for dx in range(-pad, pad + 1)
+            for dy in range(-pad, pad + 1)
+            for f in ((False, True) if hflip else (False,))
+            if torch.allclose(y[i], _shift(base, dx, dy, f)[0], atol=1e-4)
+        ]
+        assert len(match) == 1, (i, match)
+        seen.add(match[0])
+    assert len(seen) == (2 * pad + 1) ** 2 * (2 if hflip else 1)  # all shifts, both signs, flips
+
+
+def test_train_augment_dispatches_with_the_documented_settings():
+    x = torch.rand(6, 3, 16, 16)
+    g = lambda: torch.Generator().manual_seed(5)
+    torch.testing.assert_close(
+        train_augment(x, hflip=True, generator=g()), shift_crop(x, pad=2, hflip=True, generator=g())
+    )  # pad = side // 8
+    torch.testing.assert_close(
+        train_augment(x, hflip=False, generator=g(), kind="rrc", scale=(0.5, 1.0)),
+        random_resized_crop(x, scale=(0.5, 1.0), hflip=False, generator=g()),
+    )
+    assert train_augment(x, hflip=True, kind="none") is x
+    with pytest.raises(ValueError, match="unknown augmentation 'cutout'"):
+        train_augment(x, hflip=True, kind="cutout")
 
 
 def test_cutmix_lambda_matches_pasted_area():

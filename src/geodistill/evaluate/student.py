@@ -7,7 +7,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -41,17 +41,10 @@ class MethodScore:
     flags: list[str] = field(default_factory=list)  # sanity-check violations
 
     def as_dict(self) -> dict:
-        d = {
-            "top1": self.top1,
-            "top1_std": self.top1_std,
-            "top5": self.top5,
-            "top5_std": self.top5_std,
-            "seeds": self.seeds,
-            "seconds": self.seconds,
-            "runs": self.runs,
-        }
-        if self.robust:
-            d |= {"robust": self.robust, "flags": self.flags}
+        """The fields by name; ``robust`` and ``flags`` only where attacks ran."""
+        d = asdict(self)
+        if not self.robust:
+            del d["robust"], d["flags"]
         return d
 
 
