@@ -65,6 +65,18 @@ def test_mim_matches_torchattacks_mifgsm(teacher, batch):
     ours = mim(model, x, y, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)
     theirs = ta.MIFGSM(model, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)(x, y)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    # three channels with different gradient scales: the L1 normalization spans all of C x H x W
+    rgb = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
+    with torch.no_grad():
+        rgb[1].weight.mul_(torch.tensor([1.0, 10.0, 100.0]).repeat_interleave(16))
+    xc, yc = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 3
+    ours = mim(rgb, xc, yc, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)
+    torch.testing.assert_close(ours, ta.MIFGSM(rgb, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)(xc, yc), rtol=0, atol=1e-6)
+    # the default decay is MI-FGSM's 1.0
+    torch.testing.assert_close(
+        mim(rgb, xc, yc, eps=EPS, alpha=EPS / 5, steps=7), ta.MIFGSM(rgb, eps=EPS, alpha=EPS / 5, steps=7, decay=1.0)(xc, yc),
+        rtol=0, atol=1e-6,
+    )
 
 
 def test_cw_l2_is_unbounded_and_run_once(teacher, batch, rt):
@@ -92,11 +104,69 @@ def test_cw_margin_is_the_best_other_logit_minus_the_true_one():
     torch.testing.assert_close(_margin(logits, y), torch.tensor([2.0 - 5.0, 3.0 - 4.0]))
 
 
+class _FirstPixel(torch.nn.Module):
+    """Class 1 if the first pixel exceeds 0.5, else class 0: its robustness is known by hand."""
+
+    def forward(self, x):
+        v = x.flatten(1)[:, 0]
+        return torch.stack([0.5 - v, v - 0.5], 1)
+
+
+def test_robust_accuracy_counts_by_hand_across_batches(rt, monkeypatch):
+    import geodistill.evaluate.robust as rob
+
+    # first pixels: correct with margins 0.3, 0.3, 0.01, 0.2, 0.05, 0.4; two misclassified points
+    v = torch.tensor([0.8, 0.2, 0.51, 0.3, 0.55, 0.9, 0.4, 0.7])
+    y = torch.tensor([1, 0, 1, 0, 1, 1, 1, 0])
+    x = v.view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone()
+    seen = []
+
+    def toward_boundary(model, eps):  # moves the first pixel by eps toward 0.5: a perfect attack
+        def attack(xb, yb):
+            seen.append(len(yb))
+            return (xb + eps * (1 - 2 * yb.float()).view(-1, 1, 1, 1)).clamp(0, 1)
+        return attack
+
+    monkeypatch.setattr(rob, "build_attack", lambda name, model, eps, k, seed: toward_boundary(model, eps))
+    out = robust_accuracy(_FirstPixel(), x, y, ["pgd100"], [0.1, 0.25], rt, num_classes=2, batch_size=3)
+    assert out["clean"] == pytest.approx(6 / 8)
+    # eps 0.1 flips margins 0.01 and 0.05; eps 0.25 also flips 0.2; misclassified count as errors
+    assert out["pgd100@0.1"] == pytest.approx(4 / 8) and out["pgd100@0.25"] == pytest.approx(3 / 8)
+    assert seen == [3, 3, 3, 3]  # only the six correct points are attacked, in batches of 3
+
+    monkeypatch.setattr(rob, "build_attack", lambda *a: lambda xb, yb: (xb + 0.2).clamp(0, 1))
+    with pytest.raises(RuntimeError, match="left the eps=0.1 ball"):
+        robust_accuracy(_FirstPixel(), x, y, ["pgd100"], [0.1], rt, num_classes=2)
+    monkeypatch.setattr(rob, "build_attack", lambda *a: lambda xb, yb: xb + 0.2)  # inside eps, above 1
+    with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
+        robust_accuracy(_FirstPixel(), x, y, ["pgd100"], [0.5], rt, num_classes=2)
+    monkeypatch.setattr(rob, "build_attack", lambda *a: lambda xb, yb: xb - 0.25)  # inside eps, below 0
+    with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
+        robust_accuracy(_FirstPixel(), x, y, ["pgd100"], [0.5], rt, num_classes=2)
+
+
+def test_sanity_flags_boundaries():
+    assert sanity_flags({"clean": 0.5, "pgd100@2/255": 0.5, "autoattack@2/255": 0.5}) == []  # equal is fine
+    assert sanity_flags({"clean": 0.5, "pgd100@2/255": 0.5, "autoattack@2/255": 0.5 + 1e-6}) != []
+    assert sanity_flags({"clean": 0.5, "pgd100@2/255": 0.5 + 1e-6}) != []
+    assert sanity_flags({"pgd100@2/255": 0.9, "square@2/255": 0.95}) == []  # square may beat pgd
+    flags = sanity_flags({"clean": 0.5, "square@1/255": 0.6, "mim@1/255": 0.7}, where="wmdd")
+    assert len(flags) == 2 and all(f.startswith("wmdd: ") for f in flags)
+
+
+def test_parse_eps_forms():
+    from geodistill.evaluate.robust import parse_eps
+
+    assert parse_eps("8/255") == pytest.approx(8 / 255) and parse_eps("0.03") == pytest.approx(0.03)
+    assert parse_eps("16/255") == pytest.approx(16 / 255)
+
+
 def test_fixed_subset_is_seeded_and_sorted():
     a, b = fixed_subset(1000, 100, 3), fixed_subset(1000, 100, 3)
     assert torch.equal(a, b) and len(a) == 100 and torch.equal(a, a.sort().values)
     assert not torch.equal(a, fixed_subset(1000, 100, 4))
-    assert len(fixed_subset(50, 0, 0)) == 50
+    assert len(fixed_subset(50, 0, 0)) == 50 and len(fixed_subset(50, 50, 0)) == 50
+    assert len(fixed_subset(50, 1, 0)) == 1 and len(fixed_subset(50, 49, 0)) == 49
 
 
 def test_eps_label():
