@@ -282,6 +282,40 @@ def test_rded_stitches_patches_row_major():
         assert [q.unique().item() for q in quads] == [4.0 * img + k for k in range(4)]
 
 
+def test_rded_stitch_resizes_patches_to_uneven_tiles():
+    from torchvision.transforms.functional import resize
+
+    from geodistill.synth.rded import stitch
+
+    g = torch.Generator().manual_seed(0)
+    patches = torch.rand(4, 2, 3, 3, generator=g)  # 3x3 patches into a 7-px image: tiles 4 and 3 wide
+    out = stitch(patches, 2, 7)
+    assert out.shape == (1, 2, 7, 7)
+    edges = [0, 4, 7]  # round(i * 7 / 2)
+    for k, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        tile = out[0, :, edges[i] : edges[i + 1], edges[j] : edges[j + 1]]
+        ref = resize(patches[k], [edges[i + 1] - edges[i], edges[j + 1] - edges[j]], antialias=True)
+        torch.testing.assert_close(tile, ref, atol=1e-5, rtol=0)
+
+
+def test_rded_factor_default_follows_image_size():
+    from geodistill.synth.rded import rded_factor
+
+    assert rded_factor(DistillConfig(), 32) == 1 and rded_factor(DistillConfig(), 33) == 2
+    assert rded_factor(DistillConfig(), 224) == 2 and rded_factor(DistillConfig(rded_factor=3), 32) == 3
+
+
+def test_rded_is_seeded(teacher, digits, rt):
+    cfg = DistillConfig(method="rded", ipc=2, rded_crops=3, rded_candidates=20)
+    a, b = (distill(teacher.model, digits, None, cfg, rt) for _ in range(2))
+    assert torch.equal(a.images, b.images)
+    c = distill(teacher.model, digits, None, DistillConfig(method="rded", ipc=2, rded_crops=3, rded_candidates=20, seed=1), rt)
+    assert not torch.equal(a.images, c.images)
+    assert a.manifest == {"method": "rded", "ipc": 2, "seed": 0, "rded_factor": 1} | {
+        k: v for k, v in a.manifest.items() if k not in ("method", "ipc", "seed", "rded_factor")
+    }
+
+
 @pytest.mark.parametrize("factor", [1, 2])
 def test_rded_keeps_the_teachers_most_confident_crops(teacher, digits, rt, factor):
     cfg = DistillConfig(method="rded", ipc=3, rded_factor=factor, rded_crops=4, rded_candidates=40)
