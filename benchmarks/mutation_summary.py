@@ -12,16 +12,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import re
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from mutmut.mutation.diff_apply import get_diff_for_mutant
 from mutmut.stats import status_by_exit_code
 
 from geodistill.runtime import machine
 
 RESULTS = Path(__file__).parent / "results"
+
+
+# Survivors whose diff matches one of these can not change a formula's value; every other
+# survivor is listed as "to judge" (mutation_survivors.md has each diff).
+KINDS = [
+    ("message text", re.compile(r"raise |Error\(|warn|log\(|print\(|f\"|help=")),
+    ("device / dtype placement (CPU tests)", re.compile(r"\.to\(None\)|device=None|dtype=None|\.to\(\)|device=\"(XXcpuXX|CPU)\"")),
+    ("random stream (seed arithmetic, generator)", re.compile(r"generator=None|seed|manual_seed|1_?000_?00\d")),
+    ("default of an argument every caller passes", re.compile(r"^[+-]\s+\w+: [\w\[\]| .]+ = ")),
+    ("inf spelling", re.compile(r"float\(\"-?(INF|inf)\"\)")),
+]
+
+
+def kind_of(diff: str) -> str:
+    changed = [ln for ln in diff.splitlines() if ln.startswith("+")]
+    for name, pattern in KINDS:
+        if changed and all(pattern.search(ln) for ln in changed):
+            return name
+    return "to judge"
 
 
 def main() -> None:
@@ -63,21 +83,33 @@ def main() -> None:
         "`mutation_survivors.md`.",
         "",
     ]
-    if args.notes:
-        lines += [Path(args.notes).read_text()]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mutation.md").write_text("\n".join(lines) + "\n")
     diffs = ["# Surviving mutants", "", f"{stamp}; `mutmut show NAME` for each.", ""]
+    kinds: dict[str, Counter] = defaultdict(Counter)
     for module in sorted(survivors):
         diffs.append(f"## {module} ({len(survivors[module])})\n")
         for name in survivors[module]:
-            shown = subprocess.run(["mutmut", "show", name], capture_output=True, text=True).stdout
+            shown = get_diff_for_mutant(name, path=Path("src", *module.split(".")).with_suffix(".py"))
             diff = "\n".join(ln for ln in shown.splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---")))
-            diffs += [f"`{name}`", "```diff", diff, "```", ""]
+            kinds[module][kind_of(diff)] += 1
+            diffs += [f"`{name}` ({kind_of(diff)})", "```diff", diff, "```", ""]
+    RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mutation_survivors.md").write_text("\n".join(diffs) + "\n")
+    names = sorted({k for c in kinds.values() for k in c})
+    lines += [
+        "Survivors by kind (the first kinds cannot change a computed value; `to judge` are read by",
+        "hand below):",
+        "",
+        "| module | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    lines += [f"| `{m}` | " + " | ".join(str(kinds[m][k]) for k in names) + " |" for m in sorted(kinds)]
+    lines.append("")
+    if args.notes:
+        lines += [Path(args.notes).read_text()]
+    (RESULTS / "mutation.md").write_text("\n".join(lines) + "\n")
     json.dump(
         {"date": stamp, "machine": machine(), "counts": {m: dict(c) for m, c in counts.items()},
-         "survivors": survivors},
+         "survivor_kinds": {m: dict(c) for m, c in kinds.items()}, "survivors": survivors},
         open(RESULTS / "mutation.json", "w"),
         indent=2,
     )
