@@ -25,18 +25,20 @@ from geodistill.synth import distill
 from geodistill.teacher import train_teacher
 
 METHODS = [
-    "wmdd",  # defaults chosen on CIFAR-10 validation: nearest real images, lr 0.01, CE 0.1, r_feat 0
+    "wmdd",
+    "wmdd[r_feat=0]",
     "wmdd[r_feat=0.3]",
-    "wmdd[r_feat=1]",
-    "wmdd[feat_loss=paper,r_feat=1]",
-    "wmdd[lr=0.25,r_ce=1]",  # the authors' step size and CE weight
-    "wmdd[init=noise,lr=0.25,r_ce=1,r_feat=1]",
+    "wmdd[r_feat=3]",
+    "wmdd[feat_loss=paper]",
+    "wmdd[init=noise]",
     "wmdd[first_bn_multiplier=10]",
     "wmdd[r_bn=0]",
-    "wmdd[init=random]",
-    "wmdd[r_feat=1,pairing=ot]",
+    "wmdd[barycenter=fast]",
+    "wmdd[barycenter=sliced]",
     "wmdd[weighted=true]",
+    "wmdd[pairing=ot]",
     "sre2l",
+    "sre2l[init=real]",
     "rded",
     "kmeans",
     "herding",
