@@ -87,7 +87,8 @@ def eval_bn_as_affine(model: nn.Module) -> Iterator[None]:
 
     Same values and gradients as ``F.batch_norm(training=False)``, but its second-order graph
     is a few multiplications instead of the generic batch-norm double backward, which made up
-    a sixth of a curvature step (``benchmarks/results/regularizer_cost_cifar10.md``).
+    a sixth of a curvature step in a profile of the CPU path (the step costs are in
+    ``benchmarks/results/gpu_check.md``).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in bns:
