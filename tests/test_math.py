@@ -310,6 +310,14 @@ def test_herding_greedily_matches_the_mean():
 def test_kcenter_is_farthest_first_from_the_medoid():
     f = torch.tensor([[0.0], [1.0], [2.0], [9.0], [-6.0]])
     assert select_kcenter(f, 3).tolist() == [1, 3, 4]  # nearest the mean (1.2), then 9, then -6
+    # in 2-D, against a from-scratch greedy: start at the point nearest the mean, then repeatedly
+    # take the point whose distance to its nearest chosen point is largest
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(40, 2, generator=g) * torch.tensor([1.0, 5.0]) + torch.tensor([10.0, -3.0])
+    chosen = [int(((f - f.mean(0)) ** 2).sum(1).argmin())]
+    for _ in range(5):
+        chosen.append(int(torch.cdist(f, f[chosen]).min(1).values.argmax()))
+    assert select_kcenter(f, 6).tolist() == chosen
 
 
 # --- RDED -------------------------------------------------------------------------------------
