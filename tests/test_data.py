@@ -195,6 +195,22 @@ def test_shift_crop_draws_every_whole_pixel_shift_up_to_pad(hflip):
     assert len(seen) == (2 * pad + 1) ** 2 * (2 if hflip else 1)  # all shifts, both signs, flips
 
 
+def test_roll_jitter_rolls_the_whole_batch_by_up_to_max_shift():
+    from geodistill.data.augment import roll_jitter
+
+    x = torch.arange(2 * 1 * 6 * 7.0).view(2, 1, 6, 7)
+    assert roll_jitter(x, 0) is x
+    seen = set()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        out = roll_jitter(x, 2, generator=g)
+        match = [(dy, dx) for dy in range(3) for dx in range(3) if torch.equal(out, torch.roll(x, (dy, dx), (2, 3)))]
+        assert len(match) == 1
+        seen.add(match[0])
+    assert seen == {(dy, dx) for dy in range(3) for dx in range(3)}  # 0..max_shift on both axes
+    assert any(not torch.equal(roll_jitter(x, 1, generator=g), x) for _ in range(20))
+
+
 def test_train_augment_dispatches_with_the_documented_settings():
     x = torch.rand(6, 3, 16, 16)
     g = lambda: torch.Generator().manual_seed(5)

@@ -179,6 +179,31 @@ def test_adversarial_training_uses_the_published_steps_and_step_size(kind, steps
     assert calls == [(8 / 255, pytest.approx(alpha * 8 / 255), steps, gen)]
 
 
+def test_trades_is_batchmean_kl_from_clean_to_adversarial(monkeypatch):
+    import geodistill.teacher.regularizers as reg
+
+    m = _model(0.5)
+    x, y = _batch()
+    x_adv = 1 - x  # far from x: a KL well above rounding
+    calls = []
+    monkeypatch.setattr(reg, "_pgd", lambda xx, obj, eps, a, n, g: calls.append((eps, a, n)) or x_adv)
+    loss, logits, parts = objective(m, x, y, "trades", eps=8 / 255)
+    assert calls == [(8 / 255, pytest.approx(2.5 * 8 / 255 / 7), 7)]
+    m.train()
+    p = F.softmax(logits.detach(), 1)
+    q = F.log_softmax(m(x_adv), 1).detach()
+    expect = (p * (p.log() - q)).sum(1).mean()  # KL(p_clean || p_adv), averaged over the batch
+    assert parts["reg"] == pytest.approx(expect.item(), rel=1e-4)
+
+
+def test_gradnorm_term_reaches_the_parameters():
+    m = _model(0.5)
+    x, y = _batch()
+    loss, logits, _ = objective(m, x, y, "gradnorm")
+    (loss - F.cross_entropy(logits, y)).backward()  # the regularizer alone
+    assert m.body[0].weight.grad.abs().sum() > 0
+
+
 def test_label_smoothing_reaches_the_loss():
     m = _model(0.5)
     x, y = _batch()

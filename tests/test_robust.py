@@ -145,6 +145,19 @@ def test_robust_accuracy_counts_by_hand_across_batches(rt, monkeypatch):
         robust_accuracy(_FirstPixel(), x, y, ["pgd100"], [0.5], rt, num_classes=2)
 
 
+def test_attacks_are_built_with_their_published_settings(monkeypatch):
+    import geodistill.evaluate.robust as rob
+
+    seen = {}
+    monkeypatch.setattr(rob, "pgd", lambda model, x, y, **kw: seen.setdefault("pgd", []).append(kw))
+    monkeypatch.setattr(rob, "mim", lambda model, x, y, **kw: seen.setdefault("mim", []).append(kw))
+    for name in ("pgd100", "cw-linf", "mim"):
+        build_attack(name, None, 8 / 255, 10)(None, None)
+    e = 8 / 255
+    assert seen["pgd"] == [dict(eps=e, alpha=e / 4, steps=100), dict(eps=e, alpha=e / 4, steps=100, loss="cw")]
+    assert seen["mim"] == [dict(eps=e, alpha=e, steps=20, decay=1.0)]
+
+
 def test_sanity_flags_boundaries():
     assert sanity_flags({"clean": 0.5, "pgd100@2/255": 0.5, "autoattack@2/255": 0.5}) == []  # equal is fine
     assert sanity_flags({"clean": 0.5, "pgd100@2/255": 0.5, "autoattack@2/255": 0.5 + 1e-6}) != []
