@@ -29,8 +29,14 @@ RESULTS = Path(__file__).parent / "results"
 # survivor is listed as "to judge" (mutation_survivors.md has each diff).
 KINDS = [
     ("message text", re.compile(r"raise |Error\(|warn|log\(|print\(|f\"|help=")),
-    ("device / dtype placement (CPU tests)", re.compile(r"\.to\(None\)|device=None|dtype=None|\.to\(\)|device=\"(XXcpuXX|CPU)\"")),
-    ("random stream (seed arithmetic, generator)", re.compile(r"generator=None|seed|manual_seed|1_?000_?00\d")),
+    (
+        "device / dtype placement (CPU tests)",
+        re.compile(r"\.to\(None\)|device=None|dtype=None|\.to\(\)|device=\"(XXcpuXX|CPU)\""),
+    ),
+    (
+        "random stream (seed arithmetic, generator)",
+        re.compile(r"generator=None|seed|manual_seed|1_?000_?00\d"),
+    ),
     ("default of an argument every caller passes", re.compile(r"^[+-]\s+\w+: [\w\[\]| .]+ = ")),
     ("inf spelling", re.compile(r"float\(\"-?(INF|inf)\"\)")),
 ]
@@ -89,7 +95,11 @@ def main() -> None:
         diffs.append(f"## {module} ({len(survivors[module])})\n")
         for name in survivors[module]:
             shown = get_diff_for_mutant(name, path=Path("src", *module.split(".")).with_suffix(".py"))
-            diff = "\n".join(ln for ln in shown.splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---")))
+            diff = "\n".join(
+                ln
+                for ln in shown.splitlines()
+                if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))
+            )
             kinds[module][kind_of(diff)] += 1
             diffs += [f"`{name}` ({kind_of(diff)})", "```diff", diff, "```", ""]
     RESULTS.mkdir(exist_ok=True)
@@ -108,8 +118,13 @@ def main() -> None:
         lines += [Path(args.notes).read_text()]
     (RESULTS / "mutation.md").write_text("\n".join(lines) + "\n")
     json.dump(
-        {"date": stamp, "machine": machine(), "counts": {m: dict(c) for m, c in counts.items()},
-         "survivor_kinds": {m: dict(c) for m, c in kinds.items()}, "survivors": survivors},
+        {
+            "date": stamp,
+            "machine": machine(),
+            "counts": {m: dict(c) for m, c in counts.items()},
+            "survivor_kinds": {m: dict(c) for m, c in kinds.items()},
+            "survivors": survivors,
+        },
         open(RESULTS / "mutation.json", "w"),
         indent=2,
     )

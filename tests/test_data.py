@@ -204,7 +204,12 @@ def test_roll_jitter_rolls_the_whole_batch_by_up_to_max_shift():
     g = torch.Generator().manual_seed(0)
     for _ in range(200):
         out = roll_jitter(x, 2, generator=g)
-        match = [(dy, dx) for dy in range(3) for dx in range(3) if torch.equal(out, torch.roll(x, (dy, dx), (2, 3)))]
+        match = [
+            (dy, dx)
+            for dy in range(3)
+            for dx in range(3)
+            if torch.equal(out, torch.roll(x, (dy, dx), (2, 3)))
+        ]
         assert len(match) == 1
         seen.add(match[0])
     assert seen == {(dy, dx) for dy in range(3) for dx in range(3)}  # 0..max_shift on both axes

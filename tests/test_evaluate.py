@@ -98,7 +98,14 @@ def test_method_score_as_dict_names_every_field():
     from geodistill.evaluate.student import MethodScore
 
     s = MethodScore(0.5, 0.01, 0.9, 0.02, 3, 12.5, runs=[{"seed": 0}])
-    assert s.as_dict() == {"top1": 0.5, "top1_std": 0.01, "top5": 0.9, "top5_std": 0.02, "seeds": 3,
-                           "seconds": 12.5, "runs": [{"seed": 0}]}
+    assert s.as_dict() == {
+        "top1": 0.5,
+        "top1_std": 0.01,
+        "top5": 0.9,
+        "top5_std": 0.02,
+        "seeds": 3,
+        "seconds": 12.5,
+        "runs": [{"seed": 0}],
+    }
     s.robust, s.flags = {"pgd100@8/255": 0.1}, ["x"]
     assert s.as_dict()["robust"] == {"pgd100@8/255": 0.1} and s.as_dict()["flags"] == ["x"]

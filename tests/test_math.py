@@ -183,7 +183,7 @@ def test_ot_pairing_is_the_optimal_within_class_assignment():
     for seed in range(10):
         g = torch.Generator().manual_seed(seed)
         f, a = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
-        cost = lambda p: sum(((f[i] - a[j]) ** 2).sum().item() for i, j in enumerate(p))
+        cost = lambda p, f=f, a=a: sum(((f[i] - a[j]) ** 2).sum().item() for i, j in enumerate(p))
         best = min(itertools.permutations(range(5)), key=cost)
         assert cost(ot_pairing(f, a, ipc=5).tolist()) == pytest.approx(cost(best))
 
@@ -232,8 +232,18 @@ def test_synthesis_loop_is_the_documented_composition(teacher, digits, stats, rt
     from geodistill.synth.strategies import get_strategy, resolve
 
     monkeypatch.setattr(loop, "random_resized_crop", lambda x, **kw: x)  # no randomness to replay
-    cfg = DistillConfig(method="wmdd", ipc=2, iterations=4, batch_classes=10, lr=0.05, r_ce=0.3,
-                        r_bn=0.02, r_feat=0.5, jitter=0.0, feat_anneal=anneal)
+    cfg = DistillConfig(
+        method="wmdd",
+        ipc=2,
+        iterations=4,
+        batch_classes=10,
+        lr=0.05,
+        r_ce=0.3,
+        r_bn=0.02,
+        r_feat=0.5,
+        jitter=0.0,
+        feat_anneal=anneal,
+    )
     got = distill(teacher.model, digits, stats, cfg, rt).images
 
     model = teacher.model.eval()
@@ -252,7 +262,9 @@ def test_synthesis_loop_is_the_documented_composition(teacher, digits, stats, rt
         opt.param_groups[0]["lr"] = 0.05 * cos
         f = model.features(u, normalized=True)
         feat_w = 0.5 * (cos if anneal else 1.0)
-        loss = 0.3 * F.cross_entropy(model.head(f), y) + feat_w * feature_matching(f, atoms, scale, "relative")
+        loss = 0.3 * F.cross_entropy(model.head(f), y) + feat_w * feature_matching(
+            f, atoms, scale, "relative"
+        )
         loss = loss + 0.02 * bn.pop()
         opt.zero_grad()
         loss.backward()
@@ -361,7 +373,13 @@ def test_rded_is_seeded(teacher, digits, rt):
     cfg = DistillConfig(method="rded", ipc=2, rded_crops=3, rded_candidates=20)
     a, b = (distill(teacher.model, digits, None, cfg, rt) for _ in range(2))
     assert torch.equal(a.images, b.images)
-    c = distill(teacher.model, digits, None, DistillConfig(method="rded", ipc=2, rded_crops=3, rded_candidates=20, seed=1), rt)
+    c = distill(
+        teacher.model,
+        digits,
+        None,
+        DistillConfig(method="rded", ipc=2, rded_crops=3, rded_candidates=20, seed=1),
+        rt,
+    )
     assert not torch.equal(a.images, c.images)
     assert a.manifest == {"method": "rded", "ipc": 2, "seed": 0, "rded_factor": 1} | {
         k: v for k, v in a.manifest.items() if k not in ("method", "ipc", "seed", "rded_factor")

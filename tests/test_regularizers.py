@@ -112,8 +112,12 @@ def test_affine_bn_matches_eval_batchnorm_with_nontrivial_affine_and_statistics(
         x = torch.randn(4, 3, 5, 5, generator=g)
         torch.testing.assert_close(_affine_bn_forward(bn.eval(), x), bn(x), rtol=1e-5, atol=1e-5)
         bn.train()  # training mode: the module's own forward (batch statistics)
-        torch.testing.assert_close(_affine_bn_forward(bn, x), F.batch_norm(
-            x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            _affine_bn_forward(bn, x),
+            F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps),
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 def test_affine_eval_bn_is_exact_for_values_and_second_order_gradients():
@@ -152,10 +156,16 @@ def test_pgd_random_start_is_uniform_in_the_ball_and_seeded():
     again = _pgd(x, lambda xx: xx.sum(), eps, 0.0, 0, torch.Generator().manual_seed(0))
     assert torch.equal(start, again)
     # one step of alpha on a linear objective moves every pixel by +alpha (then clipped to eps)
-    one = _pgd(torch.full((1, 1, 2, 2), 0.5), lambda xx: xx.sum(), eps, 0.04, 1, torch.Generator().manual_seed(1))
-    zero = _pgd(torch.full((1, 1, 2, 2), 0.5), lambda xx: xx.sum(), eps, 0.0, 1, torch.Generator().manual_seed(1))
+    one = _pgd(
+        torch.full((1, 1, 2, 2), 0.5), lambda xx: xx.sum(), eps, 0.04, 1, torch.Generator().manual_seed(1)
+    )
+    zero = _pgd(
+        torch.full((1, 1, 2, 2), 0.5), lambda xx: xx.sum(), eps, 0.0, 1, torch.Generator().manual_seed(1)
+    )
     torch.testing.assert_close(one, (zero + 0.04).clamp(max=0.5 + eps))
-    flat = _pgd(torch.full((1, 1, 2, 2), 0.5), lambda xx: 0 * xx.sum(), eps, 0.04, 1, torch.Generator().manual_seed(1))
+    flat = _pgd(
+        torch.full((1, 1, 2, 2), 0.5), lambda xx: 0 * xx.sum(), eps, 0.04, 1, torch.Generator().manual_seed(1)
+    )
     torch.testing.assert_close(flat, zero)  # a zero gradient moves nothing
     # the objective sees clipped images: on a pixel at 1, an objective that rewards values above
     # 1 has zero gradient there, so that pixel's perturbation stays where the start put it
@@ -171,7 +181,9 @@ def test_adversarial_training_uses_the_published_steps_and_step_size(kind, steps
 
     calls = []
     real = reg._pgd
-    monkeypatch.setattr(reg, "_pgd", lambda x, obj, eps, a, n, g: calls.append((eps, a, n, g)) or real(x, obj, eps, a, n, g))
+    monkeypatch.setattr(
+        reg, "_pgd", lambda x, obj, eps, a, n, g: calls.append((eps, a, n, g)) or real(x, obj, eps, a, n, g)
+    )
     m = _model(0.5)
     x, y = _batch()
     gen = torch.Generator().manual_seed(0)

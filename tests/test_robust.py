@@ -71,11 +71,15 @@ def test_mim_matches_torchattacks_mifgsm(teacher, batch):
         rgb[1].weight.mul_(torch.tensor([1.0, 10.0, 100.0]).repeat_interleave(16))
     xc, yc = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 3
     ours = mim(rgb, xc, yc, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)
-    torch.testing.assert_close(ours, ta.MIFGSM(rgb, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)(xc, yc), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        ours, ta.MIFGSM(rgb, eps=EPS, alpha=EPS / 5, steps=7, decay=0.9)(xc, yc), rtol=0, atol=1e-6
+    )
     # the default decay is MI-FGSM's 1.0
     torch.testing.assert_close(
-        mim(rgb, xc, yc, eps=EPS, alpha=EPS / 5, steps=7), ta.MIFGSM(rgb, eps=EPS, alpha=EPS / 5, steps=7, decay=1.0)(xc, yc),
-        rtol=0, atol=1e-6,
+        mim(rgb, xc, yc, eps=EPS, alpha=EPS / 5, steps=7),
+        ta.MIFGSM(rgb, eps=EPS, alpha=EPS / 5, steps=7, decay=1.0)(xc, yc),
+        rtol=0,
+        atol=1e-6,
     )
 
 
@@ -125,6 +129,7 @@ def test_robust_accuracy_counts_by_hand_across_batches(rt, monkeypatch):
         def attack(xb, yb):
             seen.append(len(yb))
             return (xb + eps * (1 - 2 * yb.float()).view(-1, 1, 1, 1)).clamp(0, 1)
+
         return attack
 
     monkeypatch.setattr(rob, "build_attack", lambda name, model, eps, k, seed: toward_boundary(model, eps))
@@ -154,7 +159,10 @@ def test_attacks_are_built_with_their_published_settings(monkeypatch):
     for name in ("pgd100", "cw-linf", "mim"):
         build_attack(name, None, 8 / 255, 10)(None, None)
     e = 8 / 255
-    assert seen["pgd"] == [dict(eps=e, alpha=e / 4, steps=100), dict(eps=e, alpha=e / 4, steps=100, loss="cw")]
+    assert seen["pgd"] == [
+        dict(eps=e, alpha=e / 4, steps=100),
+        dict(eps=e, alpha=e / 4, steps=100, loss="cw"),
+    ]
     assert seen["mim"] == [dict(eps=e, alpha=e, steps=20, decay=1.0)]
 
 

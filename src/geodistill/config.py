@@ -90,7 +90,7 @@ class DistillConfig:
     ipc: int = opt(10, "images per class", lo=1)
     iterations: int = opt(
         300,
-        "synthesis iterations (0: the initial images); 300 as validated on CIFAR-10 (authors: WMDD 2000, SRe2L 1000)",
+        "synthesis iterations (0: the initial images); 300 as validated (authors: WMDD 2000, SRe2L 1000)",
         lo=0,
     )
     lr: float | None = opt(

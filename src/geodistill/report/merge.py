@@ -123,7 +123,8 @@ def settings_of(entry: dict) -> str:
         f"{res.get('init')} init",
         f"lr {res.get('lr')}",
         f"CE {res.get('r_ce')}",
-        f"BN {res.get('r_bn')}" + (f" (first x{res['first_bn']:g})" if res.get("first_bn") not in (None, 1) else ""),
+        f"BN {res.get('r_bn')}"
+        + (f" (first x{res['first_bn']:g})" if res.get("first_bn") not in (None, 1) else ""),
     ]
     if cfg["method"] == "wmdd":
         parts.append(f"feat {res.get('r_feat')}" + (" paper" if res.get("feat_loss") == "paper" else ""))
