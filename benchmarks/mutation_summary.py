@@ -25,10 +25,10 @@ from geodistill.runtime import machine
 RESULTS = Path(__file__).parent / "results"
 
 
-# Survivors whose diff matches one of these can not change a formula's value; every other
-# survivor is listed as "to judge" (mutation_survivors.md has each diff).
+# Survivors whose every changed line matches one of these are classified by that kind (a first
+# sort, by the diff alone); every other survivor is "to judge" (mutation_survivors.md has each diff).
 KINDS = [
-    ("message text", re.compile(r"raise |Error\(|warn|log\(|print\(|f\"|help=")),
+    ("message text", re.compile(r"raise |Error\(|warn|log\(|print\(|help=")),
     (
         "device / dtype placement (CPU tests)",
         re.compile(r"\.to\(None\)|device=None|dtype=None|\.to\(\)|device=\"(XXcpuXX|CPU)\""),
@@ -100,14 +100,15 @@ def main() -> None:
                 for ln in shown.splitlines()
                 if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))
             )
-            kinds[module][kind_of(diff)] += 1
-            diffs += [f"`{name}` ({kind_of(diff)})", "```diff", diff, "```", ""]
+            kind = kind_of(diff)
+            kinds[module][kind] += 1
+            diffs += [f"`{name}` ({kind})", "```diff", diff, "```", ""]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mutation_survivors.md").write_text("\n".join(diffs) + "\n")
     names = sorted({k for c in kinds.values() for k in c})
     lines += [
-        "Survivors by kind (the first kinds cannot change a computed value; `to judge` are read by",
-        "hand below):",
+        "Survivors by kind, classified by their diff alone (messages, device placement, random streams,",
+        "defaults every caller overrides, spellings); `to judge` are read by hand below:",
         "",
         "| module | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
@@ -117,17 +118,14 @@ def main() -> None:
     if args.notes:
         lines += [Path(args.notes).read_text()]
     (RESULTS / "mutation.md").write_text("\n".join(lines) + "\n")
-    json.dump(
-        {
-            "date": stamp,
-            "machine": machine(),
-            "counts": {m: dict(c) for m, c in counts.items()},
-            "survivor_kinds": {m: dict(c) for m, c in kinds.items()},
-            "survivors": survivors,
-        },
-        open(RESULTS / "mutation.json", "w"),
-        indent=2,
-    )
+    summary = {
+        "date": stamp,
+        "machine": machine(),
+        "counts": {m: dict(c) for m, c in counts.items()},
+        "survivor_kinds": {m: dict(c) for m, c in kinds.items()},
+        "survivors": survivors,
+    }
+    (RESULTS / "mutation.json").write_text(json.dumps(summary, indent=2))
     print("\n".join(lines[5:]))
 
 

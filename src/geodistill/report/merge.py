@@ -116,7 +116,8 @@ def settings_of(entry: dict) -> str:
     """The synthesis settings a row's images were made with, resolved (labels such as
     ``wmdd[r_feat=0]`` are relative to the defaults of the version that ran them)."""
     d = entry.get("distill") or {}
-    cfg, res = d.get("config") or {}, {**(d.get("config") or {}), **(d.get("resolved") or {})}
+    cfg = d.get("config") or {}
+    res = {**cfg, **(d.get("resolved") or {})}
     if cfg.get("method") not in ("wmdd", "sre2l"):
         return ""
     parts = [
