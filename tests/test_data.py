@@ -295,14 +295,56 @@ def _write_idx(path, arr):
 def test_torchvision_mnist_on_disk_pixels_are_exact(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    x = _asym(10, 1, 28, 28, seed=2)[:, 0]
-    y = np.arange(10) % 10
-    for split, n in (("train", 10), ("t10k", 10)):
-        _write_idx(raw / f"{split}-images-idx3-ubyte", x[:n])
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", y[:n])
+    x = _asym(16, 1, 28, 28, seed=2)[:, 0]
+    y = np.arange(16) % 10
+    _write_idx(raw / "train-images-idx3-ubyte", x[:10])  # train and test differ in size and content
+    _write_idx(raw / "train-labels-idx1-ubyte", y[:10])
+    _write_idx(raw / "t10k-images-idx3-ubyte", x[10:])
+    _write_idx(raw / "t10k-labels-idx1-ubyte", y[10:])
     d = load_dataset(f"mnist:{tmp_path}")
-    assert tuple(d.x_train.shape) == (10, 1, 28, 28) and np.array_equal(d.x_train[:, 0].numpy(), x)
-    assert d.y_train.tolist() == y.tolist() and not d.hflip
+    assert tuple(d.x_train.shape) == (10, 1, 28, 28) and np.array_equal(d.x_train[:, 0].numpy(), x[:10])
+    assert tuple(d.x_test.shape) == (6, 1, 28, 28) and np.array_equal(d.x_test[:, 0].numpy(), x[10:])
+    assert d.y_train.tolist() == y[:10].tolist() and d.y_test.tolist() == y[10:].tolist()
+    assert d.y_train.dtype == torch.long and d.hflip is False and d.name == "mnist"
+
+
+def test_torchvision_color_datasets_are_read_nhwc_to_nchw_without_download(monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+    data = {True: _asym(5, 3, 4, 6, seed=3), False: _asym(3, 3, 4, 6, seed=4)}  # NCHW, H != W
+
+    class FakeCIFAR:  # torchvision's layout: .data NHWC uint8, .targets a list, .classes
+        def __init__(self, root, *, train, download):
+            calls.append((root, train, download))
+            self.data = data[train].transpose(0, 2, 3, 1).copy()
+            self.targets = [int(i) % 2 for i in range(len(self.data))]
+            self.classes = ["cat", "dog"]
+
+    monkeypatch.setattr(tvd, "CIFAR10", FakeCIFAR)
+    d = load_dataset("cifar10:/somewhere")
+    assert calls == [("/somewhere", True, False), ("/somewhere", False, False)]
+    assert np.array_equal(d.x_train.numpy(), data[True]) and np.array_equal(d.x_test.numpy(), data[False])
+    assert d.x_train.is_contiguous() and d.y_train.dtype == torch.long and d.y_test.tolist() == [0, 1, 0]
+    assert d.class_names == ["cat", "dog"] and d.hflip is True and d.name == "cifar10"
+
+
+def test_digits_pixels_split_and_defaults_are_pinned():
+    from sklearn.datasets import load_digits as sk_digits
+
+    from geodistill.data.sources import load_digits
+
+    d = load_digits(image_size=8)  # the raw 8x8 images, 0..16 scaled to 0..255
+    raw = sk_digits()
+    scaled = np.round(raw.images * 255 / 16).astype(np.uint8)
+    assert scaled.max() == 255
+    both = torch.cat([d.x_train, d.x_test])[:, 0].numpy()
+    assert sorted(map(bytes, both)) == sorted(map(bytes, scaled))  # every image once, exact values
+    assert len(d.y_test) == 360 and d.name == "digits" and d.hflip is False
+    counts = np.bincount(raw.target)
+    assert np.all(np.abs(np.bincount(d.y_test.numpy()) - 0.2 * counts) <= 1)  # stratified
+    assert d.y_test[:12].tolist() == [7, 6, 3, 7, 7, 3, 2, 8, 9, 3, 2, 6]  # the demo's fixed split
+    assert load_digits().image_shape == (1, 16, 16)
 
 
 def test_validation_split_is_class_balanced_seeded_and_disjoint():
@@ -320,3 +362,202 @@ def test_validation_split_is_class_balanced_seeded_and_disjoint():
     assert d.summary()["val_split"] == {"fraction": 0.1, "seed": 3}
     with pytest.raises(GeodistillError, match="no validation split"):
         full.split("val")
+
+
+def test_resize_is_antialiased_bilinear_rounded_for_uint8_and_clipped():
+    import torchvision.transforms.v2.functional as TF
+
+    from geodistill.data.sources import _resize_tensor
+
+    g = torch.Generator().manual_seed(0)
+    x8 = torch.randint(0, 256, (2, 3, 12, 9), generator=g, dtype=torch.uint8)
+    x8[0, 0, :6] = 0  # flat dark and bright regions: the clipping bounds are reached
+    x8[1, 2, 6:] = 255
+    out = _resize_tensor(x8, 5)
+    ref = TF.resize(x8.float(), [5, 5], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    assert out.dtype == torch.uint8 and out.shape == (2, 3, 5, 5)
+    assert torch.equal(out, ref.round().clamp(0, 255).to(torch.uint8))
+    assert out.min() == 0 and out.max() == 255
+    up = _resize_tensor(x8, 20)  # upsampling follows the same rule
+    ref = TF.resize(x8.float(), [20, 20], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    assert torch.equal(up, ref.round().clamp(0, 255).to(torch.uint8))
+    xf = x8.float() / 255
+    outf = _resize_tensor(xf, 5)
+    assert outf.dtype == torch.float32 and outf.min() == 0 and outf.max() == 1
+    ref = TF.resize(xf, [5, 5], interpolation=TF.InterpolationMode.BILINEAR, antialias=True).clamp(0, 1)
+    torch.testing.assert_close(outf, ref)
+    # only an image that already has the size on both sides is returned as it is
+    same = torch.rand(2, 5, 5, 5, generator=g)
+    assert _resize_tensor(same, 5) is same
+    for shape in [(2, 5, 5, 7), (2, 5, 7, 5), (2, 3, 5, 7)]:
+        assert _resize_tensor(torch.rand(shape, generator=g), 5).shape == (2, shape[1], 5, 5)
+
+
+def test_image_size_resizes_npz_and_torchvision_sources(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    x = _asym(4, 3, 6, 6, seed=5)
+    np.savez(
+        tmp_path / "d.npz", x_train=x, y_train=np.array([0, 1, 0, 1]), x_test=x[:2], y_test=np.array([0, 1])
+    )
+    d = load_dataset(f"npz:{tmp_path / 'd.npz'}", image_size=4)
+    assert d.x_train.shape == (4, 3, 4, 4) and d.x_test.shape == (2, 3, 4, 4)
+    assert load_dataset(f"npz:{tmp_path / 'd.npz'}").x_train.shape == (4, 3, 6, 6)  # no size: as stored
+
+    class FakeCIFAR:
+        def __init__(self, root, *, train, download):
+            self.data, self.targets, self.classes = x.transpose(0, 2, 3, 1).copy(), [0, 1, 0, 1], ["a", "b"]
+
+    monkeypatch.setattr(tvd, "CIFAR10", FakeCIFAR)
+    d = load_dataset("cifar10:/x", image_size=3)
+    assert d.x_train.shape == (4, 3, 3, 3) and d.x_test.shape == (4, 3, 3, 3)
+    assert load_dataset("digits").image_shape == (1, 16, 16)
+
+
+def test_npz_never_unpickles_objects(tmp_path):
+    p = tmp_path / "evil.npz"
+    objs = np.array([{"a": 1}] * 2, dtype=object)
+    np.savez(p, x_train=objs, y_train=np.array([0, 1]), x_test=objs, y_test=np.array([0, 1]))
+    with pytest.raises(GeodistillError, match="not a readable .npz|allow_pickle"):
+        load_dataset(f"npz:{p}")
+
+
+def test_folder_cache_is_keyed_by_files_and_options(tmp_path, monkeypatch):
+    import geodistill.data.sources as src
+
+    root = _folder(tmp_path / "pets")
+    cache = tmp_path / "cache"
+    first = load_dataset(f"folder:{root}", cache_dir=cache)
+    files = list(cache.glob("pets-*.safetensors"))
+    assert len(files) == 1 and len(files[0].stem.split("-")[1]) == 16
+    monkeypatch.setattr(src, "_read_image", lambda *a: pytest.fail("decoded although cached"))
+    again = load_dataset(f"folder:{root}", cache_dir=cache)
+    assert torch.equal(again.x_train, first.x_train) and again.class_names == first.class_names
+    monkeypatch.undo()
+    load_dataset(f"folder:{root}", cache_dir=cache, image_size=4)  # another option: another entry
+    arr = np.full((8, 8, 3), 77, np.uint8)
+    Image.fromarray(arr).save(root / "train" / "cat" / "0.png")  # an edited file: another entry
+    changed = load_dataset(f"folder:{root}", cache_dir=cache)
+    assert len(list(cache.glob("pets-*.safetensors"))) == 3
+    assert not torch.equal(changed.x_train, first.x_train)
+
+
+def test_sixteen_bit_grayscale_images_keep_their_high_byte(tmp_path):
+    root = tmp_path / "g"
+    vals = {"a": 256 * 10 + 3, "b": 256 * 200 + 100}
+    for split in ("train", "test"):
+        for c, v in vals.items():
+            (root / split / c).mkdir(parents=True)
+            img = np.full((4, 5), v, np.uint16)
+            img[0, 0] = 256 * 255 + 255
+            Image.fromarray(img).save(root / split / c / "0.png")
+    d = load_dataset(f"folder:{root}")
+    assert d.image_shape == (1, 4, 5)
+    for c, v in enumerate(vals.values()):
+        img = d.x_train[d.y_train == c][0, 0]
+        assert img[0, 0] == 255 and (img.flatten()[1:] == v // 256).all()
+
+
+def _tiny(**kw):
+    g = torch.Generator().manual_seed(0)
+    base = dict(
+        name="tiny",
+        class_names=["a", "b", "c"],
+        x_train=torch.rand(9, 2, 3, 4, generator=g),
+        y_train=torch.arange(9) % 3,
+        x_test=torch.rand(3, 2, 3, 4, generator=g),
+        y_test=torch.arange(3),
+    )
+    return ClassData(**(base | kw))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            dict(
+                class_names=["a"],
+                y_train=torch.zeros(9, dtype=torch.long),
+                y_test=torch.zeros(3, dtype=torch.long),
+            ),
+            "dataset 'tiny': needs at least 2 classes, got 1",
+        ),
+        (dict(class_names=["a", "b", "a"]), "dataset 'tiny': duplicate class names"),
+        (
+            dict(y_train=torch.arange(8) % 3),
+            r"dataset 'tiny' train: images \(9, 2, 3, 4\) and labels \(8,\) do not match",
+        ),
+        (
+            dict(x_test=torch.rand(3, 2, 3)),
+            r"dataset 'tiny' test: images \(3, 2, 3\) and labels \(3,\) do not match",
+        ),
+        (
+            dict(x_test=torch.rand(3, 2, 4, 4)),
+            r"dataset 'tiny': test images are \(2, 4, 4\), train are \(2, 3, 4\)",
+        ),
+        (dict(y_test=torch.tensor([0, 1, 3])), "dataset 'tiny' test: label 3 out of range for 3 classes"),
+        (
+            dict(y_train=torch.tensor([0, 1, 2] * 2 + [0, 1, -1])),
+            "dataset 'tiny' train: label -1 out of range",
+        ),
+        (
+            dict(x_test=torch.full((3, 2, 3, 4), 1.5)),
+            r"dataset 'tiny' test: float images must lie in \[0, 1\], found \[1.5, 1.5\]",
+        ),
+        (
+            dict(x_test=torch.full((3, 2, 3, 4), -0.25)),
+            r"dataset .tiny. test: float images .*found \[-0.25, -0.25\]",
+        ),
+        (dict(x_test=torch.full((3, 2, 3, 4), float("nan"))), "dataset 'tiny' test: images contain NaN/Inf"),
+        (dict(y_train=torch.tensor([0, 1] * 4 + [0])), "dataset 'tiny': class 'c' has no training images"),
+    ],
+)
+def test_dataset_validation_names_the_split_and_the_problem(change, message):
+    with pytest.raises(GeodistillError, match=f"^{message}"):
+        _tiny(**change)
+
+
+def test_validation_split_is_checked_like_the_others():
+    d = _tiny().carve_val(1 / 3, seed=0)
+    d.y_val = d.y_val.clone()
+    d.y_val[0] = 3
+    with pytest.raises(GeodistillError, match="^dataset 'tiny' val: label 3 out of range"):
+        d.validate()
+
+
+def test_carve_val_keeps_name_flip_and_skipped_and_holds_out_at_least_one():
+    d = _tiny(hflip=False, skipped=["x.png: bad"])
+    v = d.carve_val(0.1, seed=0)  # 10 % of 3 images per class rounds to 0: one is held out anyway
+    assert (v.name, v.hflip, v.skipped, v.class_names) == ("tiny", False, ["x.png: bad"], ["a", "b", "c"])
+    assert len(v.y_val) == 3 and len(v.y_train) == 6
+    assert v.skipped is not d.skipped
+    with pytest.raises(GeodistillError, match="class 'a' has 3 training images, too few to hold out 100%"):
+        d.carve_val(1.0, seed=0)
+
+
+def test_channel_stats_are_exact_over_all_training_images():
+    d = _tiny(x_train=torch.rand(9, 2, 3, 4, generator=torch.Generator().manual_seed(1)) * 0.5)
+    mean, std = d.channel_stats()
+    torch.testing.assert_close(torch.tensor(mean), d.x_train.mean((0, 2, 3)))
+    torch.testing.assert_close(torch.tensor(std), d.x_train.std((0, 2, 3)))  # below 1: not clipped
+    flat = _tiny(x_train=torch.full((9, 2, 3, 4), 0.5))
+    assert flat.channel_stats()[1] == pytest.approx([1e-3, 1e-3])
+
+
+def test_dataset_cache_round_trip_keeps_every_field(tmp_path):
+    d = _tiny(hflip=False, skipped=["x.png: bad"]).carve_val(1 / 3, seed=2)
+    d.save(tmp_path / "d.safetensors")
+    d2 = ClassData.load(tmp_path / "d.safetensors")
+    assert d2.summary() == d.summary() and d2.summary()["name"] == "tiny"
+    assert (d2.hflip, d2.skipped) == (False, ["x.png: bad"])
+    for k in ("x_train", "y_train", "x_test", "y_test", "x_val", "y_val"):
+        assert torch.equal(getattr(d2, k), getattr(d, k)), k
+    from geodistill.files import load_tensors, save_tensors
+
+    t, meta = load_tensors(tmp_path / "d.safetensors")
+    save_tensors(tmp_path / "e.safetensors", {k: v for k, v in t.items() if k != "y_test"}, meta)
+    with pytest.raises(GeodistillError, match=r"not a geodistill dataset cache \(missing \['y_test'\]\)"):
+        ClassData.load(tmp_path / "e.safetensors")
+    save_tensors(tmp_path / "f.safetensors", t, {k: v for k, v in meta.items() if k != "class_names"})
+    with pytest.raises(GeodistillError, match=r"not a geodistill dataset cache \(missing class_names\)"):
+        ClassData.load(tmp_path / "f.safetensors")

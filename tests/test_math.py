@@ -308,7 +308,7 @@ def test_herding_greedily_matches_the_mean():
     f = torch.tensor([[0.0, 0.0], [10.0, 0.0], [4.0, 1.0], [6.0, -1.0], [5.0, 0.2]])
     # mean (5, 0.04): the closest point is [5, 0.2]; then the pair whose mean is closest: [4,1]|[6,-1]
     sel = select_herding(f, 3).tolist()
-    assert sel[0] == 4
+    assert len(sel) == 3 and sel[0] == 4
     mu = f.mean(0)
     for t in range(1, 3):
         prev = f[sel[:t]].sum(0)
@@ -433,3 +433,119 @@ def test_clean_view_feature_term_leaves_bn_statistics_alone(teacher, digits, sta
     m(torch.rand(2, 1, 8, 8))
     assert matcher.losses == []  # a disabled matcher records nothing
     matcher.remove()
+
+
+def test_config_fields_override_each_method_default_and_empty_ones_fall_back():
+    from geodistill.synth.strategies import Resolved, get_strategy, resolve
+
+    s = get_strategy("sre2l")
+    assert resolve(DistillConfig(method="sre2l"), s) == Resolved(
+        init="noise", first_bn=10.0, augment="rrc", lr=0.25, r_ce=1.0, r_feat=0.0
+    )
+    cfg = DistillConfig(
+        method="sre2l", init="real", first_bn_multiplier=3.0, augment="jitter", lr=0.02, r_ce=0.4, r_feat=2.0
+    )
+    assert resolve(cfg, s) == Resolved(
+        init="real", first_bn=3.0, augment="jitter", lr=0.02, r_ce=0.4, r_feat=2.0
+    )
+    zeros = DistillConfig(method="wmdd", first_bn_multiplier=0.0, lr=0.0, r_ce=0.0, r_feat=0.0)
+    r = resolve(zeros, get_strategy("wmdd"))  # an explicit 0 is a value, not "use the default"
+    assert (r.first_bn, r.lr, r.r_ce, r.r_feat) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_kmeans_selection_passes_seed_and_barycenter_options(monkeypatch):
+    import importlib
+
+    sel = importlib.import_module("geodistill.synth.select")  # the package re-exports a function `select`
+    calls = []
+
+    def spy(feats, k, **kw):
+        calls.append((k, kw))
+        return feats[:k] + 0.1, torch.full((k,), 1 / k)
+
+    monkeypatch.setattr(sel, "wasserstein_barycenter", spy)
+    f = torch.arange(12.0).view(6, 2)
+    idx, atoms, w = sel.select_kmeans(f, 2, 17, barycenter="sliced", weighted=True)
+    assert calls == [(2, dict(weighted=True, method="sliced", seed=17))]
+    assert idx.tolist() == [0, 1] and torch.equal(atoms, f[:2] + 0.1)
+
+
+# --- what each method plans per class -----------------------------------------------------------
+
+
+def test_which_methods_read_class_statistics():
+    from geodistill.synth.loop import needs_stats
+    from geodistill.synth.strategies import STRATEGIES
+
+    got = {name: needs_stats(s) for name, s in STRATEGIES.items()}
+    assert got == {
+        "wmdd": True, "sre2l": False, "rded": False, "random": False,
+        "herding": True, "kcenter": True, "kmeans": True,
+    }  # fmt: skip
+
+
+def test_wmdd_plan_is_the_barycenter_its_mass_spread_and_nearest_images(digits, stats):
+    import geodistill.synth.loop as loop
+    from geodistill.synth.select import select_kmeans
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    cfg = DistillConfig(method="wmdd", ipc=3, weighted=True, seed=2)
+    s = get_strategy("wmdd")
+    plan = loop.plan_class(4, digits, stats, cfg, s, resolve(cfg, s))
+    feats = stats.class_features(4)
+    local, atoms, w = select_kmeans(feats, 3, 2 * 1_000_003 + 4, weighted=True)
+    assert not torch.allclose(w, torch.full((3,), 1 / 3))  # learned masses, not uniform
+    torch.testing.assert_close(plan["weights"], w)
+    torch.testing.assert_close(plan["atoms"], atoms)
+    f = feats.double()
+    spread = ((f - f.mean(0)) ** 2).sum(1).mean()  # mean squared distance to the class mean
+    torch.testing.assert_close(plan["scale"], spread.float().expand(3))
+    torch.testing.assert_close(plan["init"], digits.float(digits.x_train[digits.class_indices(4)[local]]))
+    assert "init_normalized" not in plan and 0 <= plan["barycenter_seconds"] < 60
+
+
+@pytest.mark.parametrize("method, init", [("sre2l", "real"), ("sre2l", "random"), ("wmdd", "random")])
+def test_random_real_start_draws_distinct_class_images_per_seed(digits, stats, method, init):
+    import geodistill.synth.loop as loop
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    s = get_strategy(method)
+    plans = []
+    for seed in (0, 0, 1):
+        cfg = DistillConfig(method=method, ipc=4, init=init, seed=seed)
+        plans.append(loop.plan_class(3, digits, stats, cfg, s, resolve(cfg, s)))
+    pool = digits.float(digits.x_train[digits.class_indices(3)]).flatten(1)
+    for p in plans:
+        rows = [int((pool == img.flatten()).all(1).nonzero()[0]) for img in p["init"]]
+        assert len(set(rows)) == 4 and "init_normalized" not in p  # distinct images of class 3
+    assert torch.equal(plans[0]["init"], plans[1]["init"]) and not torch.equal(
+        plans[0]["init"], plans[2]["init"]
+    )
+    if method == "wmdd":  # not the atoms' nearest images
+        nearest = loop.plan_class(
+            3,
+            digits,
+            stats,
+            DistillConfig(method="wmdd", ipc=4),
+            s,
+            resolve(DistillConfig(method="wmdd", ipc=4), s),
+        )
+        assert not torch.equal(plans[0]["init"], nearest["init"])
+
+
+def test_noise_start_is_standard_normal_in_normalized_units(teacher, digits, rt):
+    import geodistill.synth.loop as loop
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    cfg = DistillConfig(method="sre2l", ipc=50, seed=3)
+    s = get_strategy("sre2l")
+    plan = loop.plan_class(1, digits, None, cfg, s, resolve(cfg, s))
+    assert plan["init_normalized"] is True and plan["init"].shape == (50, *digits.image_shape)
+    z = plan["init"]
+    assert abs(z.mean().item()) < 0.05 and z.std().item() == pytest.approx(1.0, abs=0.05)
+    # with no iterations the set is that noise mapped to pixels: mean + std * z, clipped to [0, 1]
+    cfg0 = DistillConfig(method="sre2l", ipc=50, seed=3, iterations=0)
+    out = distill(teacher.model, digits, None, cfg0, rt)
+    m = teacher.model
+    expect = (z * m.std.view(1, -1, 1, 1) + m.mean.view(1, -1, 1, 1)).clamp(0, 1)
+    torch.testing.assert_close(out.images[out.labels == 1], expect, rtol=0, atol=1e-6)

@@ -1,6 +1,8 @@
 """GUARD's curvature terms and the adversarial baselines, each against an independent
 computation on fixed inputs (a wrong unit, reduction, direction or radius changes the value)."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -258,3 +260,69 @@ def test_every_objective_trains(kind):
     assert m.training  # regularizers that switch to eval mode switch back
     if kind in ("curvature", "curvature-simple", "gradnorm", "trades"):
         assert parts["reg"] >= 0
+
+
+def test_pgd_objective_sees_images_clipped_below_zero_too():
+    seen = []
+    bottom = torch.zeros(1, 1, 4, 4)
+    _pgd(
+        bottom,
+        lambda xx: seen.append(xx.detach()) or -xx.sum(),
+        0.1,
+        0.01,
+        2,
+        torch.Generator().manual_seed(2),
+    )
+    assert len(seen) == 2 and all(s.min() >= 0 for s in seen)
+
+
+@pytest.mark.parametrize("kind", ["fgsm", "pgd", "trades"])
+def test_adversarial_objectives_run_without_a_generator(kind):
+    m = _model(0.5)
+    x, y = _batch()
+    loss, _, _ = objective(m, x, y, kind, eps=8 / 255)  # global RNG, start drawn on the CPU
+    assert torch.isfinite(loss)
+
+
+def test_plain_objective_is_cross_entropy_and_reports_no_term():
+    m = _model(0.5)
+    x, y = _batch()
+    loss, logits, parts = objective(m, x, y, "none", lam=5.0)
+    assert parts == {}
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+
+
+def test_curvature_simple_objective_is_the_authors_loss_difference_in_normalized_units():
+    m = _model(0.5)
+    x, y = _batch()
+    loss, logits, parts = objective(m, x, y, "curvature-simple", h=3.0)
+    m.eval()
+    body = lambda uu: m.head(m.body(uu))
+    u = ((x - 0.3) / 0.5).requires_grad_(True)
+    g = torch.autograd.grad(F.cross_entropy(body(u), y), u)[0]
+    z = (g + 1e-7) / (g.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-7)
+    with torch.no_grad():
+        expect = (F.cross_entropy(body(u + 3.0 * z), y) - F.cross_entropy(body(u), y)).abs()
+    assert parts["reg"] == pytest.approx(expect.item(), rel=1e-4)
+    m.train()
+    assert loss.item() == pytest.approx(F.cross_entropy(m(x), y).item() + 1e-4 * parts["reg"], rel=1e-6)
+
+
+class _Wrapped(nn.Module):
+    """Like DistributedDataParallel: the classifier is ``.module``; forward passes keywords on."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *a, **kw):
+        return self.module(*a, **kw)
+
+
+@pytest.mark.parametrize("kind", ["curvature", "curvature-simple", "gradnorm"])
+def test_input_gradient_terms_see_through_a_ddp_style_wrapper(kind):
+    x, y = _batch()
+    m = _model(0.5)
+    _, _, wrapped = objective(_Wrapped(copy.deepcopy(m)), x, y, kind)
+    _, _, bare = objective(m, x, y, kind)
+    assert wrapped["reg"] == pytest.approx(bare["reg"], rel=1e-6)

@@ -200,3 +200,125 @@ def test_attack_at_its_own_radius(teacher, batch, rt):
         teacher.model, x, y, ["pgd100", "mim@4/255"], [1 / 255, 2 / 255], rt, num_classes=10
     )
     assert set(scores) == {"clean", "pgd100@1/255", "pgd100@2/255", "mim@4/255"}
+
+
+class _TinyRGB(torch.nn.Module):
+    """A small nonlinear 3-channel net whose input gradients change direction between steps."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 4 * 4, 3)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+            self.conv.weight[:, 2] *= 30.0  # the blue channel's gradients are much larger
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x)).flatten(1))
+
+
+def _mim_reference(model, x, y, eps, alpha, steps, decay, dims):
+    """MI-FGSM written out: normalize each gradient by its mean |g| over ``dims``."""
+    g_sum = torch.zeros_like(x)
+    adv = x.clone()
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(adv), y)
+        (g,) = torch.autograd.grad(loss, adv)
+        g_sum = decay * g_sum + g / g.abs().mean(dim=dims, keepdim=True)
+        adv = torch.min(torch.max(adv.detach() + alpha * g_sum.sign(), x - eps), x + eps).clamp(0, 1)
+    return adv
+
+
+def test_mim_normalizes_each_gradient_over_the_whole_image():
+    model = _TinyRGB()
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.rand(16, 3, 4, 4, generator=g), torch.arange(16) % 3
+    args = dict(eps=0.3, alpha=0.05, steps=6, decay=1.0)
+    per_image = _mim_reference(model, x, y, dims=(1, 2, 3), **args)
+    per_channel = _mim_reference(model, x, y, dims=(2, 3), **args)
+    assert (per_image - per_channel).abs().max() > 0.01  # the case tells the two apart
+    torch.testing.assert_close(mim(model, x, y, **args), per_image, rtol=0, atol=1e-6)
+
+
+def test_pgd_with_cw_loss_ascends_the_summed_margin():
+    from geodistill.evaluate.robust import _margin
+
+    model = _TinyRGB()
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(16, 3, 4, 4, generator=g), torch.arange(16) % 3
+    eps, alpha = 0.2, 0.07
+
+    def reference(objective):
+        adv = x.clone()
+        for _ in range(3):
+            adv.requires_grad_(True)
+            (grad,) = torch.autograd.grad(objective(model(adv)), adv)
+            adv = (x + (adv.detach() + alpha * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+        return adv
+
+    cw = reference(lambda logits: _margin(logits, y).sum())
+    ce = reference(lambda logits: torch.nn.functional.cross_entropy(logits, y))
+    assert (cw - ce).abs().max() > 0.01
+    got = pgd(model, x, y, eps=eps, alpha=alpha, steps=3, loss="cw", random_start=False)
+    torch.testing.assert_close(got, cw, rtol=0, atol=1e-6)
+    got = pgd(model, x, y, eps=eps, alpha=alpha, steps=3, random_start=False)
+    torch.testing.assert_close(got, ce, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "mim"])
+def test_pixels_without_gradient_are_not_moved(attack):
+    # _FirstPixel reads only the first pixel: every other pixel has an exactly zero gradient
+    x = torch.full((3, 1, 2, 2), 0.5)
+    x[:, 0, 0, 0] = torch.tensor([0.7, 0.3, 0.6])
+    y = torch.tensor([1, 0, 1])
+    kw = dict(eps=0.1, alpha=0.04, steps=2)
+    adv = (
+        pgd(_FirstPixel(), x, y, random_start=False, **kw)
+        if attack == "pgd"
+        else mim(_FirstPixel(), x, y, **kw)
+    )
+    assert torch.equal(adv.flatten(1)[:, 1:], x.flatten(1)[:, 1:])
+    torch.testing.assert_close(adv[:, 0, 0, 0], torch.tensor([0.62, 0.38, 0.52]))  # two steps toward 0.5
+
+
+def test_robust_accuracy_passes_classes_and_seed_and_keeps_the_order_asked(rt, monkeypatch):
+    import geodistill.evaluate.robust as rob
+
+    calls = []
+
+    def spy(name, model, eps, k, seed):
+        calls.append((name, eps, k, seed))
+        return lambda xb, yb: xb
+
+    monkeypatch.setattr(rob, "build_attack", spy)
+    x, y = torch.full((1, 1, 2, 2), 0.9), torch.tensor([1])  # a single image, classified correctly
+    out = robust_accuracy(
+        _FirstPixel(),
+        x,
+        y,
+        ["mim", "pgd100@1/255", "cw-linf"],
+        [2 / 255, 1 / 255],
+        rt,
+        num_classes=7,
+        seed=11,
+    )
+    assert list(out) == [
+        "clean", "mim@2/255", "mim@1/255", "pgd100@1/255", "cw-linf@2/255", "cw-linf@1/255",
+    ]  # fmt: skip
+    assert all(v == 1.0 for v in out.values())  # one image of one: not divided by two
+    assert [(n, k, s) for n, _, k, s in calls] == [
+        (n, 7, 11) for n in ["mim", "mim", "pgd100", "cw-linf", "cw-linf"]
+    ]
+
+
+def test_sanity_flags_read_every_entry_in_any_order():
+    scores = {"clean": 0.5, "square": 0.6, "pgd100@1/255": 0.3, "autoattack@1/255": 0.4, "mim@1/255": 0.7}
+    flags = sanity_flags(scores)
+    assert len(flags) == 3
+    assert flags[0].startswith("square accuracy 0.6000 exceeds clean accuracy 0.5000")
+    assert flags[1].startswith("autoattack@1/255 accuracy 0.4000 exceeds pgd100@1/255 0.3000")
+    assert flags[2].startswith("mim@1/255 accuracy 0.7000 exceeds clean")
+    assert sanity_flags(dict(reversed(scores.items()))) == [flags[2], flags[1], flags[0]]

@@ -170,16 +170,16 @@ class ClassData:
         }
 
     def save(self, path: str | Path) -> None:
-        save_tensors(
-            path,
-            {"x_train": self.x_train, "y_train": self.y_train, "x_test": self.x_test, "y_test": self.y_test},
-            {
-                "name": self.name,
-                "class_names": self.class_names,
-                "hflip": self.hflip,
-                "skipped": self.skipped,
-            },
-        )
+        t = {"x_train": self.x_train, "y_train": self.y_train, "x_test": self.x_test, "y_test": self.y_test}
+        if self.x_val is not None:  # a carved validation split travels with the data
+            t |= {"x_val": self.x_val, "y_val": self.y_val}
+        meta = {
+            "name": self.name,
+            "class_names": self.class_names,
+            "hflip": self.hflip,
+            "skipped": self.skipped,
+        }
+        save_tensors(path, t, meta | {"val_split": self.val_spec})
 
     @classmethod
     def load(cls, path: str | Path) -> ClassData:
@@ -198,4 +198,7 @@ class ClassData:
             t["y_test"],
             hflip=meta.get("hflip", True),
             skipped=meta.get("skipped", []),
+            x_val=t.get("x_val"),
+            y_val=t.get("y_val"),
+            val_spec=meta.get("val_split", {}),
         )

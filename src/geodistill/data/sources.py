@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -100,13 +101,14 @@ def load_npz(path: str | Path) -> ClassData:
     path = Path(path)
     if not path.is_file():
         raise GeodistillError(f"{path}: npz file not found")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    try:  # read every array now: object arrays fail here (never unpickled), not later
+        with np.load(path, allow_pickle=False) as npz:
+            z = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise GeodistillError(f"{path}: not a readable .npz ({e})") from e
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z]
     if missing:
-        raise GeodistillError(f"{path}: missing arrays {missing}; found {sorted(z.files)}")
+        raise GeodistillError(f"{path}: missing arrays {missing}; found {sorted(z)}")
     arrays = {}
     for k in ("x_train", "x_test"):
         a = z[k]
