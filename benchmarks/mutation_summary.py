@@ -6,6 +6,9 @@ test, or an equivalent mutant (one that cannot change any observable value). Fro
 root, after ``OMP_NUM_THREADS=1 mutmut run``::
 
     python benchmarks/mutation_summary.py [--notes benchmarks/mutation_notes.md]
+
+Survivors named in ``benchmarks/mutation_judged.tsv`` (judged equivalent by hand, with the
+reason) are filed as ``equivalent (judged)``; the rest are sorted by their diff alone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from mutmut.stats import status_by_exit_code
 from geodistill.runtime import machine
 
 RESULTS = Path(__file__).parent / "results"
+JUDGED = Path(__file__).parent / "mutation_judged.tsv"
+
+
+def read_judged(path: Path = JUDGED) -> dict[str, str]:
+    """``{mutant name: reason}`` from the hand-judged list (tab-separated, ``#`` comments)."""
+    if not path.exists():
+        return {}
+    rows = [
+        ln.split("\t", 1) for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
+    return {name.strip(): reason.strip() for name, reason in rows}
 
 
 # Survivors whose every changed line matches one of these are classified by that kind (a first
@@ -91,6 +105,7 @@ def main() -> None:
     ]
     diffs = ["# Surviving mutants", "", f"{stamp}; `mutmut show NAME` for each.", ""]
     kinds: dict[str, Counter] = defaultdict(Counter)
+    judged = read_judged()
     for module in sorted(survivors):
         diffs.append(f"## {module} ({len(survivors[module])})\n")
         for name in survivors[module]:
@@ -100,15 +115,18 @@ def main() -> None:
                 for ln in shown.splitlines()
                 if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))
             )
-            kind = kind_of(diff)
+            kind = "equivalent (judged)" if name in judged else kind_of(diff)
             kinds[module][kind] += 1
-            diffs += [f"`{name}` ({kind})", "```diff", diff, "```", ""]
+            why = [f"Judged: {judged[name]}", ""] if name in judged else []
+            diffs += [f"`{name}` ({kind})", *why, "```diff", diff, "```", ""]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mutation_survivors.md").write_text("\n".join(diffs) + "\n")
     names = sorted({k for c in kinds.values() for k in c})
     lines += [
-        "Survivors by kind, classified by their diff alone (messages, device placement, random streams,",
-        "defaults every caller overrides, spellings); `to judge` are read by hand below:",
+        "Survivors by kind: `equivalent (judged)` were read by hand (`benchmarks/mutation_judged.tsv`",
+        "gives each one's reason); the others are sorted by their diff alone (messages, device",
+        "placement, random streams, defaults every caller overrides, spellings); `to judge` are not",
+        "yet read:",
         "",
         "| module | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),

@@ -127,3 +127,86 @@ def test_accepts_numpy_and_returns_float32():
     atoms, w = wasserstein_barycenter(np.random.default_rng(0).normal(size=(20, 3)), 3, method="fast")
     assert atoms.dtype == torch.float32 and w.dtype == torch.float32
     assert w.sum().item() == pytest.approx(1.0)
+
+
+def test_w2_cost_is_the_best_pairing_with_uniform_or_normalized_weights():
+    import itertools
+
+    x = np.array([[0.0, 0.1], [0.3, 0.0], [0.2, 0.4]])
+    y = np.array([[0.1, 0.1], [0.0, 0.3], [0.35, 0.05]])
+    best = min(((x - y[list(p)]) ** 2).sum(1).mean() for p in itertools.permutations(range(3)))
+    assert w2_cost(x, y) == pytest.approx(best)  # small distances: nothing is clipped at 1
+    assert w2_cost(x, y, [5.0, 5.0, 5.0]) == pytest.approx(best)  # weights are normalized
+    # one atom holding 2/3 of the mass: two of the three points must travel to it
+    two = w2_cost(x, y[:2], [2.0, 1.0])
+    brute = min(
+        (((x[i] - y[0]) ** 2).sum() + ((x[j] - y[0]) ** 2).sum() + ((x[m] - y[1]) ** 2).sum()) / 3
+        for i, j, m in itertools.permutations(range(3))
+    )
+    assert two == pytest.approx(brute)
+    assert w2_cost(x, y[:2]) != pytest.approx(two)  # uniform weights differ from (2/3, 1/3)
+
+
+def test_sqdist_is_exact_below_one_and_never_negative():
+    from geodistill.barycenter import sqdist
+
+    g = torch.Generator().manual_seed(0)
+    x, y = (
+        torch.rand(5, 3, generator=g, dtype=torch.float64) * 0.1,
+        torch.rand(4, 3, generator=g, dtype=torch.float64) * 0.1,
+    )
+    torch.testing.assert_close(sqdist(x, y), torch.cdist(x, y) ** 2)
+    assert (sqdist(x, x).diagonal() >= 0).all()
+
+
+def test_empty_cells_move_their_atoms_to_the_farthest_points():
+    from geodistill.barycenter import _reseed_empty, _voronoi
+
+    x = torch.tensor([[0.0], [0.1], [1.0], [5.0], [6.2]], dtype=torch.float64)
+    y = torch.tensor([[0.05], [100.0], [5.5], [200.0]], dtype=torch.float64)  # atoms 1 and 3: empty
+    idx, dist = _voronoi(x, y)
+    assert _reseed_empty(x, y, idx, dist) is True
+    # to the two points farthest from their nearest atoms (0.95 and 0.7 away), farthest first
+    assert y[:, 0].tolist() == [0.05, 1.0, 5.5, 6.2]
+    idx, dist = _voronoi(x, y)
+    before = y.clone()
+    assert _reseed_empty(x, y, idx, dist) is False and torch.equal(y, before)  # no empty cell: untouched
+    # an atom with exactly one point is not empty
+    y1 = torch.tensor([[0.0], [1.0], [5.6]], dtype=torch.float64)
+    idx, dist = _voronoi(x, y1)
+    assert _reseed_empty(x, y1, idx, dist) is False
+
+
+def test_kmeanspp_picks_distinct_points_and_handles_identical_ones():
+    from geodistill.barycenter import _kmeanspp
+
+    x = torch.tensor([[0.0, 0.0], [0.01, 0.0], [0.0, 0.02], [0.03, 0.03]], dtype=torch.float64)
+    for seed in range(5):  # k = n small-scale distinct points: each drawn once (D^2 of a chosen one is 0)
+        y = _kmeanspp(x, 4, torch.Generator().manual_seed(seed))
+        assert y.shape == (4, 2) and len({tuple(r.tolist()) for r in y}) == 4
+    same = torch.ones(6, 2, dtype=torch.float64)  # every D^2 is 0: uniform draws, no error
+    assert torch.equal(
+        _kmeanspp(same, 3, torch.Generator().manual_seed(0)), torch.ones(3, 2, dtype=torch.float64)
+    )
+    # far points are drawn with probability proportional to D^2: from a start at 0, a point at
+    # distance 10 is picked ~100x as often as one at distance 1
+    line = torch.tensor([[0.0], [0.0], [0.0], [1.0], [10.0]], dtype=torch.float64)
+    picks = [
+        _kmeanspp(line, 2, torch.Generator().manual_seed(s))[1, 0].item()
+        for s in range(300)
+        if _kmeanspp(line, 2, torch.Generator().manual_seed(s))[0, 0].item() == 0.0
+    ]
+    assert len(picks) > 100 and picks.count(10.0) > 0.9 * len(picks)
+
+
+def test_lloyd_moves_singleton_atoms_and_reports_every_mass():
+    from geodistill.barycenter import lloyd
+
+    x = torch.tensor([[0.0], [1.0], [10.0]], dtype=torch.float64)
+    y, mass, idx, inertia = lloyd(x, torch.tensor([[0.2], [9.0]], dtype=torch.float64))
+    assert y[:, 0].tolist() == [0.5, 10.0]  # the atom alone with its point moves onto it
+    assert mass.tolist() == pytest.approx([2 / 3, 1 / 3]) and idx.tolist() == [0, 0, 1]
+    assert inertia == pytest.approx((0.25 + 0.25 + 0) / 3)
+    # the last atom's cell is empty at the start: it is reseeded, and masses has all k entries
+    y, mass, idx, _ = lloyd(x, torch.tensor([[0.0], [1.0], [50.0]], dtype=torch.float64))
+    assert len(mass) == 3 and sorted(y[:, 0].tolist()) == [0.0, 1.0, 10.0]

@@ -109,3 +109,62 @@ def test_method_score_as_dict_names_every_field():
     }
     s.robust, s.flags = {"pgd100@8/255": 0.1}, ["x"]
     assert s.as_dict()["robust"] == {"pgd100@8/255": 0.1} and s.as_dict()["flags"] == ["x"]
+
+
+def test_scores_are_mean_and_sample_std_over_the_configured_seeds(teacher, digits, rt, monkeypatch):
+    import statistics
+
+    import geodistill.evaluate.student as st
+
+    top1 = {3: 0.5, 4: 0.7, 5: 0.9}
+    robust = {3: {"clean": 0.5, "pgd100@2/255": 0.2}, 4: {"clean": 0.7, "pgd100@2/255": 0.8}, 5: None}
+    trained = []
+
+    def fake_train(ds, teacher, data, cfg, rt, seed, arch=None, log=None):
+        trained.append(seed)
+        return None, {"seed": seed, "top1": top1[seed], "top5": top1[seed] + 0.05, "seconds": 0.0}
+
+    monkeypatch.setattr(st, "train_student", fake_train)
+    monkeypatch.setattr(
+        st,
+        "attack_scores",
+        lambda model, data, cfg, rt: robust[trained[-1]] or {"clean": 0.9, "pgd100@2/255": 0.5},
+    )
+    ds = select_random(digits, 1, seed=0)
+    old = [{"seed": 3, "top1": 0.5, "top5": 0.55, "seconds": 0.0, "robust": robust[3]},
+           {"seed": 9, "top1": 0.0, "top5": 0.0, "seconds": 0.0, "robust": robust[3]}]  # fmt: skip
+    cfg = EvalConfig(seed=3, seeds=3, attacks=["pgd100"])
+    score = st.evaluate_distilled(ds, teacher.model, digits, cfg, rt, completed=old)
+    assert trained == [4, 5]  # seed 3 resumed, seed 9 is outside 3..5 and ignored
+    assert [r["seed"] for r in score.runs] == [3, 4, 5] and score.seeds == 3
+    assert score.top1 == pytest.approx(0.7) and score.top1_std == pytest.approx(
+        statistics.stdev([0.5, 0.7, 0.9])
+    )
+    assert score.top5 == pytest.approx(0.75) and score.top5_std == pytest.approx(0.2)
+    assert score.robust == pytest.approx({"clean": 0.7, "pgd100@2/255": 0.5})
+    assert score.flags == [
+        "student seed 4: pgd100@2/255 accuracy 0.8000 exceeds clean accuracy 0.7000: probable attack failure"
+    ]
+    one = st.evaluate_distilled(ds, teacher.model, digits, EvalConfig(seed=4, seeds=1), rt)
+    assert one.top1 == 0.7 and one.top1_std == 0.0 and one.top5_std == 0.0
+
+
+def test_attacks_run_on_the_seeded_subset_of_the_scored_split(teacher, digits, rt, monkeypatch):
+    import geodistill.evaluate.student as st
+
+    seen = {}
+
+    def fake_robust(model, x, y, attacks, eps, rt, *, num_classes, seed):
+        seen.update(x=x, y=y, attacks=attacks, eps=eps, k=num_classes, seed=seed)
+        return {"clean": 1.0}
+
+    monkeypatch.setattr(st, "robust_accuracy", fake_robust)
+    cfg = EvalConfig(attacks=["mim"], eps=[1 / 255], attack_samples=7, seed=2, split="test")
+    st.attack_scores(teacher.model, digits, cfg, rt)
+    from geodistill.evaluate.robust import fixed_subset
+
+    idx = fixed_subset(len(digits.y_test), 7, 2)
+    assert torch.equal(seen["x"], digits.float(digits.x_test[idx])) and torch.equal(
+        seen["y"], digits.y_test[idx]
+    )
+    assert (seen["attacks"], seen["eps"], seen["k"], seen["seed"]) == (["mim"], [1 / 255], 10, 2)

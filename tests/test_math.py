@@ -549,3 +549,72 @@ def test_noise_start_is_standard_normal_in_normalized_units(teacher, digits, rt)
     m = teacher.model
     expect = (z * m.std.view(1, -1, 1, 1) + m.mean.view(1, -1, 1, 1)).clamp(0, 1)
     torch.testing.assert_close(out.images[out.labels == 1], expect, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cutmix_beta", [0.0, 1.0])
+def test_student_training_is_the_documented_composition(teacher, digits, rt, monkeypatch, cutmix_beta):
+    """A few steps of the student loop against a from-scratch composition: every epoch a fresh
+    permutation cut into ceil(n / b) batches, (CutMix mixing the weights by its area), the loss
+    mean_i w_i T² KL(p_teacher ‖ p_student), AdamW with cosine decay to 0 over all steps."""
+    import math
+
+    import geodistill.evaluate.student as st
+    from geodistill.data import cutmix
+    from geodistill.runtime import generator
+
+    monkeypatch.setattr(st, "random_resized_crop", lambda x, **kw: x)  # no crop randomness to replay
+    base = select_random(digits, 3, seed=0)
+    w = torch.tensor([0.5, 0.3, 0.2] * 10)  # per-class masses, different inside every class
+    ds = DistilledSet(base.images, base.labels, w, base.class_names)
+    cfg = EvalConfig(epochs=3, batch_size=8, lr=0.01, weight_decay=0.05, temperature=4.0, cutmix=cutmix_beta)
+    got, run = st.train_student(ds, teacher.model, digits, cfg, rt, seed=5)
+
+    ref = st.make_student(teacher.model, teacher.model.arch, cfg, 5)
+    ref.train()
+    g = generator(5)
+    images, n, T = ds.images.float(), 30, 4.0
+    weights = w * 3  # mass x images in the class
+    per_epoch, steps = math.ceil(30 / 8), math.ceil(30 / 8) * 3
+    opt = torch.optim.AdamW(ref.parameters(), lr=0.01, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
+    for _ in range(3):
+        for idx in torch.randperm(n, generator=g).tensor_split(per_epoch):
+            x, wb = images[idx], weights[idx]
+            if cutmix_beta > 0:
+                x, perm, lam = cutmix(x, alpha=cutmix_beta, generator=g)
+                wb = lam * wb + (1 - lam) * wb[perm]
+            with torch.no_grad():
+                pt = F.softmax(teacher.model(x) / T, 1)
+            log_ps = F.log_softmax(ref(x) / T, 1)
+            loss = (wb * T * T * (pt * (pt.log() - log_ps)).sum(1)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # decayed to 0 at the last step
+    for p, q in zip(got.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert (run["steps"], run["epochs"], run["batch_size"], run["seed"]) == (12, 3, 8, 5)
+    ref.eval()
+    with torch.no_grad():
+        pred = ref(digits.float(digits.x_test)).argmax(1)
+    assert run["top1"] == pytest.approx((pred == digits.y_test).float().mean().item())
+    assert run["split"] == "test" and run["arch"] == teacher.model.arch and run["seconds"] > 0
+
+
+def test_student_crops_use_the_configured_scale_and_the_datasets_flip_rule(teacher, digits, rt, monkeypatch):
+    import geodistill.evaluate.student as st
+
+    calls = []
+    monkeypatch.setattr(st, "random_resized_crop", lambda x, **kw: calls.append(kw) or x)
+    cfg = EvalConfig(epochs=1, batch_size=10, crop_scale=(0.3, 0.9), cutmix=0)
+    for hflip in (False, True):
+        digits.hflip = hflip
+        try:
+            st.train_student(select_random(digits, 1, seed=0), teacher.model, digits, cfg, rt, seed=0)
+        finally:
+            digits.hflip = False
+        assert calls[-1]["scale"] == (0.3, 0.9) and calls[-1]["hflip"] is hflip
+        assert isinstance(calls[-1]["generator"], torch.Generator)
