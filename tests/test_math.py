@@ -618,3 +618,128 @@ def test_student_crops_use_the_configured_scale_and_the_datasets_flip_rule(teach
             digits.hflip = False
         assert calls[-1]["scale"] == (0.3, 0.9) and calls[-1]["hflip"] is hflip
         assert isinstance(calls[-1]["generator"], torch.Generator)
+
+
+def test_sre2l_loop_is_noise_global_bn_times_ten_with_crops_and_jitter(teacher, digits, rt, monkeypatch):
+    """SRe2L's composition, from scratch: N(0, 1) start in normalized units, CE + r_bn · global BN
+    (first layer x10), crops (flip as the dataset allows) then a roll of up to jitter x side px."""
+    import math
+
+    import geodistill.synth.loop as loop
+    from geodistill.data.augment import roll_jitter
+    from geodistill.runtime import generator
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    crops = []
+    monkeypatch.setattr(loop, "random_resized_crop", lambda x, **kw: crops.append(kw) or x)
+    cfg = DistillConfig(method="sre2l", ipc=2, iterations=3, batch_classes=10, r_bn=0.05, jitter=0.25, seed=1)
+    got = distill(teacher.model, digits, None, cfg, rt).images
+    assert len(crops) == 3 and all(c["hflip"] is False and c["scale"] == (0.08, 1.0) for c in crops)
+
+    model = teacher.model.eval()
+    s = get_strategy("sre2l")
+    res = resolve(cfg, s)
+    plans = [loop.plan_class(c, digits, None, cfg, s, res) for c in range(10)]
+    lo, hi = (0 - model.mean) / model.std, (1 - model.mean) / model.std
+    u = torch.cat([p["init"] for p in plans]).clamp(lo, hi).requires_grad_(True)  # already normalized
+    y = torch.arange(10).repeat_interleave(2)
+    bn = BNMatcher(model, "global", first_multiplier=10.0)
+    g = generator(1 * 1_000_003 + 7919 * 0 + 1)
+    opt = torch.optim.Adam([u], lr=0.25, betas=(0.5, 0.9))
+    for it in range(3):
+        opt.param_groups[0]["lr"] = 0.25 * 0.5 * (1 + math.cos(math.pi * it / 3))
+        ua = roll_jitter(u, 2, generator=g)  # int(0.25 * 8) px
+        loss = F.cross_entropy(model(ua, normalized=True), y) + 0.05 * bn.pop()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            u.copy_(u.clamp(lo, hi))
+    bn.remove()
+    torch.testing.assert_close(got, (u.detach() * model.std + model.mean).clamp(0, 1), atol=2e-5, rtol=0)
+
+
+def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt, monkeypatch):
+    """The barycenter-term options together: the jittered view feeds CE and BN, the clean images
+    feed the feature term (BN hooks off for that forward), re-paired to the atoms by optimal
+    assignment every step, in the authors' ||F - A|| form."""
+    import math
+
+    import geodistill.synth.loop as loop
+    from geodistill.data.augment import roll_jitter
+    from geodistill.runtime import generator
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    monkeypatch.setattr(
+        loop, "random_resized_crop", lambda x, **kw: pytest.fail("augment=jitter crops nothing")
+    )
+    cfg = DistillConfig(
+        method="wmdd", ipc=3, iterations=3, batch_classes=10, r_feat=0.2, r_bn=0.01, augment="jitter",
+        jitter=0.25, pairing="ot", feat_view="clean", feat_loss="paper", first_bn_multiplier=2.0,
+    )  # fmt: skip
+    got = distill(teacher.model, digits, stats, cfg, rt).images
+
+    model = teacher.model.eval()
+    s = get_strategy("wmdd")
+    res = resolve(cfg, s)
+    plans = [loop.plan_class(c, digits, stats, cfg, s, res) for c in range(10)]
+    lo, hi = (0 - model.mean) / model.std, (1 - model.mean) / model.std
+    u = model.normalize(torch.cat([p["init"] for p in plans])).clamp(lo, hi).requires_grad_(True)
+    atoms, scale = torch.cat([p["atoms"] for p in plans]), torch.cat([p["scale"] for p in plans])
+    y = torch.arange(10).repeat_interleave(3)
+    bn = BNMatcher(model, "class", bn_mean=stats.bn_mean, bn_var=stats.bn_var, first_multiplier=2.0)
+    bn.classes = torch.arange(10)
+    g = generator(7919 * 0 + 1)
+    opt = torch.optim.Adam([u], lr=res.lr, betas=(0.5, 0.9))
+    for it in range(3):
+        opt.param_groups[0]["lr"] = res.lr * 0.5 * (1 + math.cos(math.pi * it / 3))
+        loss = res.r_ce * F.cross_entropy(model(roll_jitter(u, 2, generator=g), normalized=True), y)
+        bn.enabled = False
+        f = model.features(u, normalized=True)
+        bn.enabled = True
+        a = atoms[ot_pairing(f, atoms, 3)]
+        loss = loss + 0.2 * feature_matching(f, a, scale, "paper") + 0.01 * bn.pop()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            u.copy_(u.clamp(lo, hi))
+    bn.remove()
+    torch.testing.assert_close(got, (u.detach() * model.std + model.mean).clamp(0, 1), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["random", "wmdd"])
+def test_manifest_records_config_resolved_settings_teacher_and_timing(teacher, digits, stats, rt, method):
+    import time
+    from dataclasses import asdict
+
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    meta = {
+        "sha256": "abc",
+        "spec": {"name": "convnet-tiny"},
+        "top1": 0.93,
+        "squeeze": {"regularizer": "gradnorm"},
+    }
+    cfg = DistillConfig(method=method, ipc=2, iterations=2, batch_classes=5, r_feat=0.1, seed=4)
+    t0 = time.perf_counter()
+    m = distill(teacher.model, digits, stats, cfg, rt, teacher_meta=meta).manifest
+    wall = time.perf_counter() - t0
+    from geodistill.runtime import device_name
+
+    assert (m["method"], m["ipc"], m["seed"], m["device"]) == (method, 2, 4, device_name(rt.device))
+    assert m["config"] == asdict(cfg) and m["resolved"] == asdict(resolve(cfg, get_strategy(method)))
+    assert m["teacher"] == {"sha256": "abc", "arch": "convnet-tiny", "top1": 0.93, "regularizer": "gradnorm"}
+    assert 0 < m["seconds"] <= wall and "torch" in m["versions"]
+    if method == "random":
+        assert m["groups"] == []
+        return
+    assert [gr["classes"] for gr in m["groups"]] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    for gr in m["groups"]:
+        assert 0 < gr["seconds"] and 0 < gr["barycenter_seconds"]
+        assert set(gr["final_loss"]) == {"ce", "feat", "bn"} and all(v > 0 for v in gr["final_loss"].values())
+    m0 = distill(
+        teacher.model, digits, stats, DistillConfig(method="wmdd", ipc=2, iterations=1, r_feat=0.0), rt
+    ).manifest
+    assert set(m0["groups"][0]["final_loss"]) == {"ce", "bn"}  # no feature term at weight 0
+    assert m0["teacher"] == {"sha256": None, "arch": None, "top1": None, "regularizer": None}
