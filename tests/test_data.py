@@ -561,3 +561,30 @@ def test_dataset_cache_round_trip_keeps_every_field(tmp_path):
     save_tensors(tmp_path / "f.safetensors", t, {k: v for k, v in meta.items() if k != "class_names"})
     with pytest.raises(GeodistillError, match=r"not a geodistill dataset cache \(missing class_names\)"):
         ClassData.load(tmp_path / "f.safetensors")
+
+
+def test_splits_float_conversion_indices_counts_and_ipc_bounds():
+    d = _tiny(y_train=torch.tensor([2, 0, 2, 1, 2, 0, 1, 2, 0]))
+    assert d.split("train")[0] is d.x_train and d.split("test")[1] is d.y_test
+    with pytest.raises(
+        GeodistillError, match="^dataset 'tiny' has no validation split; set data.val_fraction > 0"
+    ):
+        d.split("val")
+    v = d.carve_val(1 / 3, seed=0)
+    assert v.split("val")[0] is v.x_val and v.split("val")[1] is v.y_val
+    with pytest.raises(GeodistillError, match="^unknown split 'dev'; use train, val or test"):
+        d.split("dev")
+    assert d.class_indices(2).tolist() == [0, 2, 4, 7] and d.class_counts() == [3, 2, 4]
+    u8 = torch.tensor([[[[0, 51, 255]]]], dtype=torch.uint8)
+    out = d.float(u8)
+    assert out.dtype == torch.float32 and out.flatten().tolist() == pytest.approx([0.0, 0.2, 1.0])
+    f = torch.tensor([0.25, 0.5], dtype=torch.float64)
+    assert d.float(f).dtype == torch.float32 and d.float(f).tolist() == [0.25, 0.5]
+    d.check_ipc(1)
+    d.check_ipc(2)  # the smallest class has exactly 2
+    with pytest.raises(
+        GeodistillError, match="^ipc=3 is larger than class 'b' of dataset 'tiny', which has 2 training"
+    ):
+        d.check_ipc(3)
+    with pytest.raises(GeodistillError, match="^ipc must be >= 1, got 0"):
+        d.check_ipc(0)

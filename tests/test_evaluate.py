@@ -168,3 +168,34 @@ def test_attacks_run_on_the_seeded_subset_of_the_scored_split(teacher, digits, r
         seen["y"], digits.y_test[idx]
     )
     assert (seen["attacks"], seen["eps"], seen["k"], seen["seed"]) == (["mim"], [1 / 255], 10, 2)
+
+
+def test_students_inherit_the_data_spec_and_only_same_arch_extras():
+    from geodistill.evaluate.student import make_student
+    from geodistill.models import create_model
+
+    t = create_model(
+        "convnet", num_classes=4, in_chans=1, image_size=8, mean=[0.2], std=[0.3], width=8, seed=0
+    )
+    same = make_student(t, "convnet", EvalConfig(), seed=1)
+    assert same.spec == t.spec  # width 8 kept for the same architecture
+    a, b = make_student(t, "convnet", EvalConfig(), seed=1), make_student(t, "convnet", EvalConfig(), seed=2)
+    assert torch.equal(same.head.weight, a.head.weight) and not torch.equal(a.head.weight, b.head.weight)
+    other = make_student(t, "convnet-tiny", EvalConfig(arch_kwargs={"norm": "none"}), seed=1)
+    assert other.spec == {
+        "name": "convnet-tiny", "num_classes": 4, "in_chans": 1, "image_size": 8,
+        "mean": [0.2], "std": [0.3], "norm": "none",
+    }  # fmt: skip
+    assert other(torch.rand(2, 1, 8, 8)).shape == (2, 4)
+
+
+def test_batches_are_a_fresh_permutation_every_epoch_in_near_equal_parts():
+    from geodistill.evaluate.student import _batches
+
+    g = torch.Generator().manual_seed(0)
+    out = list(_batches(10, 3, 2, g))
+    assert [len(b) for b in out] == [4, 3, 3, 4, 3, 3]
+    assert sorted(torch.cat(out[:3]).tolist()) == list(range(10)) == sorted(torch.cat(out[3:]).tolist())
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(torch.cat(out[:3]), torch.randperm(10, generator=g))
+    assert torch.equal(torch.cat(out[3:]), torch.randperm(10, generator=g))  # drawn anew

@@ -743,3 +743,39 @@ def test_manifest_records_config_resolved_settings_teacher_and_timing(teacher, d
     ).manifest
     assert set(m0["groups"][0]["final_loss"]) == {"ce", "bn"}  # no feature term at weight 0
     assert m0["teacher"] == {"sha256": None, "arch": None, "top1": None, "regularizer": None}
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter", "kmeans"])
+def test_selection_sets_are_the_chosen_real_images_with_their_indices(digits, stats, method):
+    import geodistill.synth.loop as loop
+    from geodistill.synth.select import SELECTORS, select_kmeans
+    from geodistill.synth.strategies import get_strategy
+
+    cfg = DistillConfig(method=method, ipc=3, seed=2, weighted=True)
+    ds = loop.select(digits, stats if method != "random" else None, cfg, get_strategy(method))
+    assert ds.labels.tolist() == [c for c in range(10) for _ in range(3)]
+    assert ds.manifest == {
+        "method": method,
+        "ipc": 3,
+        "seed": 2,
+        "train_indices": ds.manifest["train_indices"],
+    }
+    for c in range(10):
+        idx = digits.class_indices(c)
+        seed = 2 * 1_000_003 + c
+        feats = stats.class_features(c) if method != "random" else torch.zeros(len(idx), 1)
+        if method == "kmeans":
+            local, _, w = select_kmeans(feats, 3, seed, weighted=True)
+        else:
+            local, w = SELECTORS[method](feats, 3, seed), torch.full((3,), 1 / 3)
+        assert ds.manifest["train_indices"][c] == idx[local].tolist()
+        torch.testing.assert_close(ds.images[ds.labels == c], digits.float(digits.x_train[idx[local]]))
+        torch.testing.assert_close(ds.weights[ds.labels == c], w.float())
+    if method == "kmeans":
+        assert not torch.allclose(ds.weights, torch.full((30,), 1 / 3))  # learned masses kept
+    if method == "random":
+        other = loop.select_random(digits, 3, seed=3)
+        assert other.manifest["train_indices"] != ds.manifest["train_indices"]
+        assert loop.select_random(digits, 3, seed=2).manifest["train_indices"] == ds.manifest["train_indices"]
+        with pytest.raises(Exception, match="ipc"):
+            loop.select_random(digits, 0, seed=0)

@@ -322,3 +322,36 @@ def test_sanity_flags_read_every_entry_in_any_order():
     assert flags[1].startswith("autoattack@1/255 accuracy 0.4000 exceeds pgd100@1/255 0.3000")
     assert flags[2].startswith("mim@1/255 accuracy 0.7000 exceeds clean")
     assert sanity_flags(dict(reversed(scores.items()))) == [flags[2], flags[1], flags[0]]
+
+
+def test_torchattacks_attacks_are_built_with_the_reported_settings(monkeypatch):
+    import types
+
+    import geodistill.evaluate.robust as rob
+
+    made = []
+    record = lambda name: lambda model, **kw: made.append((name, model, kw)) or name
+    fake = types.SimpleNamespace(AutoAttack=record("aa"), Square=record("sq"), CW=record("cw"))
+    monkeypatch.setattr(rob, "_torchattacks", lambda: fake)
+    m = object()
+    assert build_attack("autoattack", m, 2 / 255, 7, seed=3) == "aa"
+    assert build_attack("square", m, 4 / 255, 7, seed=5) == "sq"
+    assert build_attack("cw", m, 0.0, 7, seed=5) == "cw"
+    assert made == [
+        ("aa", m, dict(norm="Linf", eps=2 / 255, version="standard", n_classes=7, seed=3)),
+        ("sq", m, dict(norm="Linf", eps=4 / 255, n_queries=5000, n_restarts=1, p_init=0.8, seed=5)),
+        ("cw", m, dict(c=1e-4, kappa=0, steps=50, lr=0.01)),
+    ]
+    from geodistill.evaluate.robust import ATTACK_CONFIG
+
+    assert "5000 queries, p_init 0.8, 1 restart" in ATTACK_CONFIG["square"]  # the report says what ran
+    assert "c = 1e-4, κ = 0, 50 steps, lr 0.01" in ATTACK_CONFIG["cw"]
+    with pytest.raises(ValueError, match="unknown attack 'fgsm'"):
+        build_attack("fgsm", m, 0.1, 7)
+
+
+def test_select_random_is_a_seeded_permutation_prefix():
+    from geodistill.synth.select import select_random
+
+    got = select_random(torch.zeros(20, 3), 5, 11)
+    assert got.tolist() == torch.randperm(20, generator=torch.Generator().manual_seed(11))[:5].tolist()
