@@ -199,3 +199,40 @@ def test_batches_are_a_fresh_permutation_every_epoch_in_near_equal_parts():
     g = torch.Generator().manual_seed(0)
     assert torch.equal(torch.cat(out[:3]), torch.randperm(10, generator=g))
     assert torch.equal(torch.cat(out[3:]), torch.randperm(10, generator=g))  # drawn anew
+
+
+def test_student_loop_plumbing_memory_check_cutmix_timing_and_callbacks(teacher, digits, rt, monkeypatch):
+    import time
+
+    import geodistill.evaluate.student as st
+    from geodistill.data import cutmix
+
+    checks, mixes, attacked, seen = [], [], [], []
+    monkeypatch.setattr(st, "check_batch_fits", lambda *a, **kw: checks.append((a, kw)) or 0)
+    monkeypatch.setattr(st, "cutmix", lambda x, **kw: mixes.append((len(x), kw["alpha"])) or cutmix(x, **kw))
+    monkeypatch.setattr(
+        st, "attack_scores", lambda m, d, c, r: attacked.append((m, d, c, r)) or {"clean": 1.0}
+    )
+    ds = select_random(digits, 1, seed=0)  # 10 images
+    cfg = EvalConfig(epochs=1, seeds=2, batch_size=9, cutmix=0.7, attacks=["mim"], max_memory="3GB")
+    t0 = time.perf_counter()
+    score = st.evaluate_distilled(ds, teacher.model, digits, cfg, rt, on_student=lambda m, r: seen.append(m))
+    wall = time.perf_counter() - t0
+    assert checks == [
+        ((teacher.model, digits.image_shape, 9, rt.device, "3GB"),
+         dict(what="student training", hint="lower evaluate.batch_size", models=2)),
+    ]  # fmt: skip
+    assert mixes == [(5, 0.7), (5, 0.7)] * 2  # ceil(10 / 9) = 2 batches of 5, per seed, all mixed
+    assert len(seen) == 2 and all(isinstance(m, torch.nn.Module) and not m.training for m in seen)
+    assert [a[0] for a in attacked] == seen and all(a[1:] == (digits, cfg, rt) for a in attacked)
+    assert 0 < score.seconds <= wall and all(0 < r["seconds"] <= score.seconds for r in score.runs)
+    assert score.top1_std == pytest.approx(abs(score.runs[0]["top1"] - score.runs[1]["top1"]) / 2**0.5)
+    mixes.clear()
+    two = DistilledSet(ds.images[:2], ds.labels[:2], ds.weights[:2], ds.class_names)
+    st.train_student(two, teacher.model, digits, EvalConfig(epochs=2, batch_size=5, cutmix=1.0), rt, seed=0)
+    assert mixes == [(2, 1.0), (2, 1.0)]  # two images are enough to mix
+    st.train_student(
+        DistilledSet(ds.images[:1], ds.labels[:1], ds.weights[:1], ds.class_names),
+        teacher.model, digits, EvalConfig(epochs=2, batch_size=5, cutmix=1.0), rt, seed=0,
+    )  # fmt: skip
+    assert mixes == [(2, 1.0), (2, 1.0)]  # a single image is never mixed with itself

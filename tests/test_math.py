@@ -674,8 +674,9 @@ def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt
         loop, "random_resized_crop", lambda x, **kw: pytest.fail("augment=jitter crops nothing")
     )
     cfg = DistillConfig(
-        method="wmdd", ipc=3, iterations=3, batch_classes=10, r_feat=0.2, r_bn=0.01, augment="jitter",
+        method="wmdd", ipc=5, iterations=3, batch_classes=10, r_feat=0.2, r_bn=0.01, augment="jitter",
         jitter=0.25, pairing="ot", feat_view="clean", feat_loss="paper", first_bn_multiplier=2.0,
+        init="noise",  # noise: the optimal pairing is not the fixed one
     )  # fmt: skip
     got = distill(teacher.model, digits, stats, cfg, rt).images
 
@@ -684,9 +685,9 @@ def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt
     res = resolve(cfg, s)
     plans = [loop.plan_class(c, digits, stats, cfg, s, res) for c in range(10)]
     lo, hi = (0 - model.mean) / model.std, (1 - model.mean) / model.std
-    u = model.normalize(torch.cat([p["init"] for p in plans])).clamp(lo, hi).requires_grad_(True)
+    u = torch.cat([p["init"] for p in plans]).clamp(lo, hi).requires_grad_(True)  # already normalized
     atoms, scale = torch.cat([p["atoms"] for p in plans]), torch.cat([p["scale"] for p in plans])
-    y = torch.arange(10).repeat_interleave(3)
+    y = torch.arange(10).repeat_interleave(5)
     bn = BNMatcher(model, "class", bn_mean=stats.bn_mean, bn_var=stats.bn_var, first_multiplier=2.0)
     bn.classes = torch.arange(10)
     g = generator(7919 * 0 + 1)
@@ -697,7 +698,9 @@ def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt
         bn.enabled = False
         f = model.features(u, normalized=True)
         bn.enabled = True
-        a = atoms[ot_pairing(f, atoms, 3)]
+        a = atoms[ot_pairing(f, atoms, 5)]
+        if it == 0:
+            assert not torch.equal(a, atoms)  # the case exercises the re-pairing
         loss = loss + 0.2 * feature_matching(f, a, scale, "paper") + 0.01 * bn.pop()
         opt.zero_grad()
         loss.backward()
@@ -708,7 +711,7 @@ def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt
     torch.testing.assert_close(got, (u.detach() * model.std + model.mean).clamp(0, 1), atol=2e-5, rtol=0)
 
 
-@pytest.mark.parametrize("method", ["random", "wmdd"])
+@pytest.mark.parametrize("method", ["random", "rded", "wmdd", "sre2l"])
 def test_manifest_records_config_resolved_settings_teacher_and_timing(teacher, digits, stats, rt, method):
     import time
     from dataclasses import asdict
@@ -731,17 +734,34 @@ def test_manifest_records_config_resolved_settings_teacher_and_timing(teacher, d
     assert m["config"] == asdict(cfg) and m["resolved"] == asdict(resolve(cfg, get_strategy(method)))
     assert m["teacher"] == {"sha256": "abc", "arch": "convnet-tiny", "top1": 0.93, "regularizer": "gradnorm"}
     assert 0 < m["seconds"] <= wall and "torch" in m["versions"]
-    if method == "random":
+    if method in ("random", "rded"):
         assert m["groups"] == []
         return
     assert [gr["classes"] for gr in m["groups"]] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     for gr in m["groups"]:
+        if method == "sre2l":  # no barycenter, no feature term
+            assert 0 < gr["seconds"] and gr["barycenter_seconds"] == 0.0
+            assert set(gr["final_loss"]) == {"ce", "bn"}
+            continue
         assert 0 < gr["seconds"] and 0 < gr["barycenter_seconds"]
         assert set(gr["final_loss"]) == {"ce", "feat", "bn"} and all(v > 0 for v in gr["final_loss"].values())
-    m0 = distill(
-        teacher.model, digits, stats, DistillConfig(method="wmdd", ipc=2, iterations=1, r_feat=0.0), rt
-    ).manifest
+    if method == "sre2l":
+        return
+    lines = []
+    cfg0 = DistillConfig(method="wmdd", ipc=2, iterations=1, r_feat=0.0)
+    before = [
+        (p.requires_grad, None if p.grad is None else p.grad.clone()) for p in teacher.model.parameters()
+    ]
+    ds0 = distill(teacher.model, digits, stats, cfg0, rt, log=lines.append)
+    m0 = ds0.manifest
     assert set(m0["groups"][0]["final_loss"]) == {"ce", "bn"}  # no feature term at weight 0
+    assert ds0.class_names == digits.class_names and any(ln.startswith("classes 0-9: ce ") for ln in lines)
+    for p, (req, grad) in zip(teacher.model.parameters(), before):  # the teacher is left as found
+        assert p.requires_grad == req and (p.grad is None if grad is None else torch.equal(p.grad, grad))
+    nobn = distill(
+        teacher.model, digits, stats, DistillConfig(method="wmdd", ipc=2, iterations=1, r_bn=0.0), rt
+    )
+    assert set(nobn.manifest["groups"][0]["final_loss"]) == {"ce"}  # no BN term at weight 0
     assert m0["teacher"] == {"sha256": None, "arch": None, "top1": None, "regularizer": None}
 
 
@@ -779,3 +799,32 @@ def test_selection_sets_are_the_chosen_real_images_with_their_indices(digits, st
         assert loop.select_random(digits, 3, seed=2).manifest["train_indices"] == ds.manifest["train_indices"]
         with pytest.raises(Exception, match="ipc"):
             loop.select_random(digits, 0, seed=0)
+
+
+def test_synthesis_checks_its_batch_memory_up_front(teacher, digits, stats, rt, monkeypatch):
+    import geodistill.synth.loop as loop
+
+    checks = []
+    monkeypatch.setattr(loop, "check_batch_fits", lambda *a, **kw: checks.append((a, kw)) or 0)
+    cfg = DistillConfig(method="wmdd", ipc=3, iterations=1, batch_classes=4, max_memory="2GB")
+    distill(teacher.model, digits, stats, cfg, rt)
+    assert checks == [
+        ((teacher.model, digits.image_shape, 12, rt.device, "2GB"),
+         dict(what="wmdd synthesis", hint="lower distill.batch_classes (classes optimized together)")),
+    ]  # fmt: skip
+
+
+def test_feature_scale_is_the_class_spread_even_when_tiny(digits, stats):
+    import dataclasses
+
+    import geodistill.synth.loop as loop
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    small = dataclasses.replace(stats, features=stats.features * 1e-4)
+    cfg = DistillConfig(method="wmdd", ipc=2, r_feat=1.0)
+    s = get_strategy("wmdd")
+    plan = loop.plan_class(0, digits, small, cfg, s, resolve(cfg, s))
+    f = small.class_features(0).double()
+    spread = ((f - f.mean(0)) ** 2).sum(1).mean()
+    assert spread < 1e-3
+    torch.testing.assert_close(plan["scale"], spread.float().expand(2))
