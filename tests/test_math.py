@@ -828,3 +828,58 @@ def test_feature_scale_is_the_class_spread_even_when_tiny(digits, stats):
     spread = ((f - f.mean(0)) ** 2).sum(1).mean()
     assert spread < 1e-3
     torch.testing.assert_close(plan["scale"], spread.float().expand(2))
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_rded_is_the_documented_selection_of_scored_crops(teacher, digits, rt, factor):
+    """RDED from scratch: per class, max(candidates, ipc·f²) seeded real images, ``rded_crops``
+    square random-resized crops of each (side / f px, no flip), each scored by the teacher's CE
+    on the crop zero-padded to full size; every candidate keeps its best crop, the ipc·f² best
+    candidates are kept and stitched f x f, row-major; uniform weights 1/ipc."""
+    from geodistill.data import random_resized_crop
+    from geodistill.runtime import generator
+
+    cfg = DistillConfig(method="rded", ipc=2, rded_factor=factor, rded_crops=3, rded_candidates=3, seed=1)
+    ds = distill(teacher.model, digits, None, cfg, rt)
+    model = teacher.model.eval()
+    s = 8 // factor
+    for c in range(10):
+        g = generator(1 * 1_000_003 + c)
+        idx = digits.class_indices(c)
+        n_cand = max(3, 2 * factor**2)  # 3 or 8: never fewer candidates than patches
+        cand = idx[torch.randperm(len(idx), generator=g)[:n_cand]]
+        x = digits.float(digits.x_train[cand])
+        crops = [
+            random_resized_crop(x, scale=(0.08, 1.0), ratio=(1.0, 1.0), hflip=False, size=(s, s), generator=g)
+            for _ in range(3)
+        ]
+        best = []
+        for i in range(n_cand):
+            pad = (8 - s) // 2, 8 - s - (8 - s) // 2
+            scored = []
+            for m in range(3):
+                padded = F.pad(crops[m][i : i + 1], (pad[0], pad[1], pad[0], pad[1]))
+                with torch.no_grad():
+                    scored.append(F.cross_entropy(model(padded), torch.tensor([c])).item())
+            best.append((min(scored), crops[int(torch.tensor(scored).argmin())][i]))
+        keep = [p for _, p in sorted(best, key=lambda t: t[0])[: 2 * factor**2]]
+        want = []
+        for img in range(2):
+            tiles = keep[img * factor**2 : (img + 1) * factor**2]
+            rows = [torch.cat(tiles[r * factor : (r + 1) * factor], dim=2) for r in range(factor)]
+            want.append(torch.cat(rows, dim=1))
+        torch.testing.assert_close(ds.images[ds.labels == c], torch.stack(want), atol=1e-6, rtol=0)
+    assert ds.weights.tolist() == [0.5] * 20 and ds.manifest["rded_factor"] == factor
+
+
+def test_stitch_downscales_oversized_patches_with_antialiasing():
+    from geodistill.synth.rded import stitch
+
+    g = torch.Generator().manual_seed(0)
+    patches = torch.rand(4, 2, 7, 7, generator=g)  # 7 px patches into 4 px tiles of an 8 px image
+    out = stitch(patches, 2, 8)
+    for k, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        ref = F.interpolate(
+            patches[k : k + 1], size=(4, 4), mode="bilinear", antialias=True, align_corners=False
+        )
+        torch.testing.assert_close(out[0, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4], ref[0])
