@@ -588,3 +588,80 @@ def test_splits_float_conversion_indices_counts_and_ipc_bounds():
         d.check_ipc(3)
     with pytest.raises(GeodistillError, match="^ipc must be >= 1, got 0"):
         d.check_ipc(0)
+
+
+def _affine_of(crop_fn, n=2000, hflip=True, **kw):
+    """Read each sample's crop back as (sx, sy, tx, ty) in normalized coordinates: the source is
+    a 64 px image whose channels hold each pixel centre's x and y, which bilinear sampling
+    reproduces exactly away from the border; the output is 8 px."""
+    c = (2 * torch.arange(64) + 1) / 64 - 1
+    src = torch.stack([c.expand(64, 64), c[:, None].expand(64, 64), torch.zeros(64, 64)])[None].expand(
+        n, 3, 64, 64
+    )
+    out = crop_fn(
+        src.contiguous(), hflip=hflip, size=(8, 8), generator=torch.Generator().manual_seed(0), **kw
+    )
+    assert out.shape == (n, 3, 8, 8)
+    g = (2 * torch.arange(8) + 1) / 8 - 1
+    sx = (out[:, 0, 0, -1] - out[:, 0, 0, 0]) / (g[-1] - g[0])
+    sy = (out[:, 1, -1, 0] - out[:, 1, 0, 0]) / (g[-1] - g[0])
+    tx, ty = out[:, 0].mean((1, 2)), out[:, 1].mean((1, 2))
+    # the map is affine: every sampled x is sx * g + tx
+    torch.testing.assert_close(out[:, 0, 3], sx[:, None] * g + tx[:, None], atol=1e-4, rtol=0)
+    return sx, sy, tx, ty
+
+
+def test_random_resized_crop_draws_area_ratio_centre_and_flip_as_documented():
+    sx, sy, tx, ty = _affine_of(random_resized_crop, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+    w, h = sx.abs(), sy
+    assert (h > 0).all() and (w <= 1 + 1e-5).all() and (h <= 1 + 1e-5).all()
+    # inside the image: the crop [t - s, t + s] never leaves [-1, 1]
+    assert (tx.abs() + w <= 1 + 1e-4).all() and (ty.abs() + h <= 1 + 1e-4).all()
+    area, aspect = w * h, w / h
+    assert area.min() >= 0.08 - 1e-4 and area.max() <= 1 + 1e-4
+    unclipped = (w < 0.999) & (h < 0.999)
+    assert area[unclipped].mean().item() == pytest.approx(0.5, abs=0.03)  # U(0.08, 1), minus clipped draws
+    assert aspect.min() < 0.78 and aspect.max() > 1.28 and (aspect[unclipped] >= 0.75 - 1e-3).all()
+    assert aspect[unclipped].max() <= 4 / 3 + 1e-3
+    assert aspect[unclipped].log().mean().abs() < 0.02  # log-uniform ratio, symmetric about 1
+    room = 1 - w
+    u = tx[room > 0.2] / room[room > 0.2]  # the centre is uniform over the room left
+    assert u.min() < -0.9 and u.max() > 0.9 and u.mean().abs() < 0.05
+    v = ty[(1 - h) > 0.2] / (1 - h[(1 - h) > 0.2])
+    assert v.min() < -0.9 and v.max() > 0.9 and v.mean().abs() < 0.05
+    assert (sx < 0).float().mean().item() == pytest.approx(0.5, abs=0.05)  # flipped half the time
+    sx2, *_ = _affine_of(random_resized_crop, hflip=False)
+    assert (sx2 > 0).all()
+    sx3, sy3, *_ = _affine_of(random_resized_crop, n=300, scale=(0.25, 0.25), ratio=(1.0, 1.0))
+    torch.testing.assert_close(sx3.abs(), torch.full((300,), 0.5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(sy3, torch.full((300,), 0.5), atol=1e-4, rtol=0)
+
+
+def test_cutmix_pastes_one_rectangle_scaled_by_sqrt_one_minus_lambda_and_reports_its_area():
+    x = torch.stack([torch.zeros(1, 40, 20), torch.ones(1, 40, 20)])  # image 1 is all ones, 40 x 20
+    g = torch.Generator().manual_seed(0)
+    boxes, fracs, top, left, inside = [], [], 0, 0, []
+    for _ in range(400):
+        out, perm, lam = cutmix(x, alpha=1.0, generator=g)
+        if perm[0] != 1:
+            continue
+        mask = out[0, 0] == 1
+        frac = mask.sum().item() / mask.numel()
+        assert frac == pytest.approx(1 - lam, abs=1e-9)  # lam is the area the original keeps
+        fracs.append(frac)
+        if not mask.any():
+            continue
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        y0, y1, x0, x1 = rows[0].item(), rows[-1].item() + 1, cols[0].item(), cols[-1].item() + 1
+        assert mask[y0:y1, x0:x1].all() and mask.sum() == (y1 - y0) * (x1 - x0)  # one full rectangle
+        top += y0 == 0
+        left += x0 == 0
+        if y0 > 0 and y1 < 40 and x0 > 0 and x1 < 20:
+            inside.append(((y1 - y0) / 40, (x1 - x0) / 20))
+    assert len(fracs) > 100 and sum(f > 0 for f in fracs) > 0.8 * len(fracs)
+    assert top > 10 and left > 10  # boxes are clipped at the image's edges, not one pixel in
+    assert len(inside) > 10
+    # an unclipped box has the image's proportions: both sides are sqrt(1 - lam0) of the image's
+    assert max(abs(h - w) for h, w in inside) <= 2 / 20 + 1e-9
+    # lam0 ~ Beta(1, 1): the mean pasted fraction of unclipped boxes is E[1 - lam0] = 1/2 at most
+    assert 0.2 < sum(fracs) / len(fracs) < 0.5
