@@ -640,7 +640,7 @@ def test_random_resized_crop_draws_area_ratio_centre_and_flip_as_documented():
 def test_cutmix_pastes_one_rectangle_scaled_by_sqrt_one_minus_lambda_and_reports_its_area():
     x = torch.stack([torch.zeros(1, 40, 20), torch.ones(1, 40, 20)])  # image 1 is all ones, 40 x 20
     g = torch.Generator().manual_seed(0)
-    boxes, fracs, top, left, inside = [], [], 0, 0, []
+    fracs, top, left, inside = [], 0, 0, []
     for _ in range(400):
         out, perm, lam = cutmix(x, alpha=1.0, generator=g)
         if perm[0] != 1:
@@ -665,3 +665,103 @@ def test_cutmix_pastes_one_rectangle_scaled_by_sqrt_one_minus_lambda_and_reports
     assert max(abs(h - w) for h, w in inside) <= 2 / 20 + 1e-9
     # lam0 ~ Beta(1, 1): the mean pasted fraction of unclipped boxes is E[1 - lam0] = 1/2 at most
     assert 0.2 < sum(fracs) / len(fracs) < 0.5
+
+
+def test_train_augment_passes_flip_rule_and_pad_to_each_crop(monkeypatch):
+    import geodistill.data.augment as aug
+
+    calls = []
+    monkeypatch.setattr(aug, "shift_crop", lambda x, **kw: calls.append(("shift", kw)) or x)
+    monkeypatch.setattr(aug, "random_resized_crop", lambda x, **kw: calls.append(("rrc", kw)) or x)
+    g = torch.Generator()
+    aug.train_augment(torch.rand(2, 1, 8, 8), hflip=False, generator=g)
+    aug.train_augment(torch.rand(2, 1, 32, 32), hflip=True, generator=g)
+    aug.train_augment(torch.rand(2, 1, 8, 8), hflip=True, generator=g, kind="rrc", scale=(0.3, 0.6))
+    aug.train_augment(torch.rand(2, 1, 8, 8), hflip=False, generator=g, kind="rrc")
+    assert calls == [
+        ("shift", dict(pad=1, hflip=False, generator=g)),  # 8 px: 8 // 8 = 1
+        ("shift", dict(pad=4, hflip=True, generator=g)),
+        ("rrc", dict(scale=(0.3, 0.6), hflip=True, generator=g)),
+        ("rrc", dict(scale=(0.08, 1.0), hflip=False, generator=g)),
+    ]
+    calls.clear()
+    aug.train_augment(torch.rand(2, 1, 4, 4), hflip=False, generator=g)
+    assert calls[0][1]["pad"] == 1  # never below one pixel
+
+
+@pytest.mark.parametrize("layout", ["NHWC-1", "NCHW-W3"])
+def test_npz_ambiguous_layouts(tmp_path, layout):
+    chw = _asym(4, 1 if layout == "NHWC-1" else 3, 5, 3 if layout == "NCHW-W3" else 7)
+    arr = chw.transpose(0, 2, 3, 1) if layout == "NHWC-1" else chw  # NCHW whose width is 3 stays NCHW
+    np.savez(tmp_path / "d.npz", x_train=arr, y_train=np.arange(4) % 2, x_test=arr, y_test=np.arange(4) % 2)
+    d = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    assert np.array_equal(d.x_train.numpy(), chw) and d.name == "d"
+
+
+def test_npz_float_images_become_float32_and_labels_must_be_1d(tmp_path):
+    x = (_asym(4, 1, 3, 3) / 255).astype(np.float64)
+    np.savez(tmp_path / "f.npz", x_train=x, y_train=np.arange(4) % 2, x_test=x, y_test=np.arange(4) % 2)
+    d = load_dataset(f"npz:{tmp_path / 'f.npz'}")
+    assert d.x_train.dtype == torch.float32
+    np.savez(
+        tmp_path / "g.npz", x_train=x, y_train=(np.arange(4) % 2)[:, None], x_test=x, y_test=np.arange(4) % 2
+    )
+    with pytest.raises(GeodistillError, match="y_train must be a 1-D integer array"):
+        load_dataset(f"npz:{tmp_path / 'g.npz'}")
+
+
+def test_folder_ignores_stray_files_hidden_folders_and_non_images(tmp_path):
+    root = _folder(tmp_path / "pets")
+    (root / "train" / "README.txt").write_text("not a class")
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    (root / "test" / ".ipynb_checkpoints").mkdir()
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    d = load_dataset(f"folder:{root}")
+    assert d.class_names == ["cat", "dog"] and len(d.y_train) == 6 and d.name == "pets"
+
+
+@pytest.mark.parametrize("mode, channels", [("1", 1), ("L", 1), ("LA", 1), ("I", 1), ("P", 3), ("RGBA", 3)])
+def test_folder_channel_count_follows_the_image_mode(tmp_path, mode, channels):
+    root = tmp_path / "m"
+    for split in ("train", "test"):
+        for c, v in (("a", 0), ("b", 255)):
+            (root / split / c).mkdir(parents=True)
+            if mode == "I":  # 32-bit integers holding 16-bit values (how PIL opens many 16-bit files)
+                Image.fromarray(np.full((4, 4), v * 257, np.int32), "I").save(root / split / c / "0.tif")
+            else:
+                Image.fromarray(np.full((4, 4), v, np.uint8)).convert(mode).save(root / split / c / "0.png")
+    d = load_dataset(f"folder:{root}")
+    assert d.image_shape == (channels, 4, 4)
+    assert d.x_train[d.y_train == 1].min() == 255 and d.x_train[d.y_train == 0].max() == 0
+
+
+def test_folder_resize_is_pil_bilinear(tmp_path):
+    root = tmp_path / "r"
+    img = _asym(1, 3, 10, 10, seed=7)[0].transpose(1, 2, 0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.fromarray(img).save(root / split / c / "0.png")
+    d = load_dataset(f"folder:{root}", image_size=6)
+    want = np.asarray(Image.fromarray(img).resize((6, 6), Image.Resampling.BILINEAR))
+    assert np.array_equal(d.x_train[0].permute(1, 2, 0).numpy(), want)
+
+
+def test_default_cache_dir_reads_the_environment(monkeypatch):
+    from pathlib import Path
+
+    from geodistill.data.sources import default_cache_dir
+
+    monkeypatch.setenv("GEODISTILL_CACHE", "/tmp/somewhere")
+    assert default_cache_dir() == Path("/tmp/somewhere")
+    monkeypatch.delenv("GEODISTILL_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "geodistill"
+
+
+def test_dataset_summary_names_every_field():
+    d = _tiny(skipped=["x.png: bad"]).carve_val(1 / 3, seed=1)
+    assert d.summary() == {
+        "name": "tiny", "classes": ["a", "b", "c"], "image_shape": [2, 3, 4], "train": 6, "val": 3,
+        "test": 3, "val_split": {"fraction": 1 / 3, "seed": 1}, "skipped": ["x.png: bad"],
+    }  # fmt: skip
+    assert _tiny().summary()["val"] == 0
