@@ -765,3 +765,12 @@ def test_dataset_summary_names_every_field():
         "test": 3, "val_split": {"fraction": 1 / 3, "seed": 1}, "skipped": ["x.png: bad"],
     }  # fmt: skip
     assert _tiny().summary()["val"] == 0
+
+
+def test_augmentations_run_without_a_generator():
+    from geodistill.data.augment import roll_jitter
+
+    x = torch.rand(4, 3, 8, 8)
+    assert random_resized_crop(x).shape == x.shape and shift_crop(x).shape == x.shape
+    assert cutmix(x)[0].shape == x.shape and roll_jitter(x, 2).shape == x.shape
+    assert train_augment(x, hflip=True).shape == x.shape
