@@ -7,8 +7,10 @@ root, after ``OMP_NUM_THREADS=1 mutmut run``::
 
     python benchmarks/mutation_summary.py [--notes benchmarks/mutation_notes.md]
 
-Survivors named in ``benchmarks/mutation_judged.tsv`` (judged equivalent by hand, with the
-reason) are filed as ``equivalent (judged)``; the rest are sorted by their diff alone.
+Survivors named in ``benchmarks/mutation_judged.tsv`` (read by hand, with the reason) are filed
+as ``equivalent (judged)``, or under the kind a reason starts with in brackets (e.g.
+``[stopping rule]``: changes only when an iterative solver stops); the rest are sorted by their
+diff alone.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from geodistill.runtime import machine
 
 RESULTS = Path(__file__).parent / "results"
 JUDGED = Path(__file__).parent / "mutation_judged.tsv"
+
+
+def judged_kind(reason: str) -> str:
+    """``[stopping rule] ...`` files a survivor under that kind; any other reason is an equivalent."""
+    m = re.match(r"\[([^\]]+)\]", reason)
+    return f"{m.group(1)} (judged)" if m else "equivalent (judged)"
 
 
 def read_judged(path: Path = JUDGED) -> dict[str, str]:
@@ -115,7 +123,7 @@ def main() -> None:
                 for ln in shown.splitlines()
                 if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))
             )
-            kind = "equivalent (judged)" if name in judged else kind_of(diff)
+            kind = judged_kind(judged[name]) if name in judged else kind_of(diff)
             kinds[module][kind] += 1
             why = [f"Judged: {judged[name]}", ""] if name in judged else []
             diffs += [f"`{name}` ({kind})", *why, "```diff", diff, "```", ""]

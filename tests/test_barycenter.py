@@ -210,3 +210,24 @@ def test_lloyd_moves_singleton_atoms_and_reports_every_mass():
     # the last atom's cell is empty at the start: it is reseeded, and masses has all k entries
     y, mass, idx, _ = lloyd(x, torch.tensor([[0.0], [1.0], [50.0]], dtype=torch.float64))
     assert len(mass) == 3 and sorted(y[:, 0].tolist()) == [0.0, 1.0, 10.0]
+
+
+def test_sliced_is_seeded_from_the_lloyd_start_with_uniform_weights():
+    from geodistill.barycenter import _fast, _sliced
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    atoms, w = wasserstein_barycenter(x, 4, method="sliced", seed=3, max_iter=20)
+    g = torch.Generator().manual_seed(3)
+    start, _ = _fast(x, 4, True, g, 20, 1e-7)  # the weighted (Lloyd) start, then the sliced descent
+    torch.testing.assert_close(atoms, _sliced(x, start, g, 20).float())
+    assert w.tolist() == [0.25] * 4
+    again, _ = wasserstein_barycenter(x, 4, method="sliced", seed=3, max_iter=20)
+    assert torch.equal(atoms, again)  # the generator drives every draw: no global RNG
+
+
+def test_features_that_require_grad_are_accepted():
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    atoms, w = wasserstein_barycenter(x, 2)
+    assert atoms.shape == (2, 3) and not atoms.requires_grad
+    assert w2_cost(x, atoms) >= 0
