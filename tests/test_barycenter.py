@@ -231,3 +231,29 @@ def test_features_that_require_grad_are_accepted():
     atoms, w = wasserstein_barycenter(x, 2)
     assert atoms.shape == (2, 3) and not atoms.requires_grad
     assert w2_cost(x, atoms) >= 0
+
+
+def test_fast_keeps_the_better_start_and_is_seeded():
+    # 40 points near the origin and two far clusters of 5: a start with no atom in a far cluster
+    # is a poor local optimum for POT's alternation; the k-means++ start is not.
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat(
+        [
+            torch.randn(40, 2, generator=g) * 0.3,
+            torch.randn(5, 2, generator=g) * 0.3 + torch.tensor([8.0, 0.0]),
+            torch.randn(5, 2, generator=g) * 0.3 + torch.tensor([0.0, 8.0]),
+        ]
+    ).double()
+    exact, _ = wasserstein_barycenter(x, 5, method="exact", seed=3)
+    fast, w = wasserstein_barycenter(x, 5, method="fast", seed=3)
+    assert w2_cost(x, fast) < w2_cost(x, exact) - 0.5  # the k-means++ candidate won here
+    again, _ = wasserstein_barycenter(x, 5, method="fast", seed=3)
+    assert torch.equal(fast, again)  # every draw comes from the seeded generator
+
+
+def test_sliced_uses_128_directions_per_step():
+    import inspect
+
+    from geodistill.barycenter import _sliced
+
+    assert inspect.signature(_sliced).parameters["n_proj"].default == 128  # at D > 128 it matters

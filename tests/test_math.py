@@ -745,6 +745,7 @@ def test_manifest_records_config_resolved_settings_teacher_and_timing(teacher, d
             continue
         assert 0 < gr["seconds"] and 0 < gr["barycenter_seconds"]
         assert set(gr["final_loss"]) == {"ce", "feat", "bn"} and all(v > 0 for v in gr["final_loss"].values())
+    assert sum(gr["seconds"] + gr["barycenter_seconds"] for gr in m["groups"]) <= m["seconds"]
     if method == "sre2l":
         return
     lines = []
