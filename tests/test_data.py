@@ -689,10 +689,11 @@ def test_train_augment_passes_flip_rule_and_pad_to_each_crop(monkeypatch):
     assert calls[0][1]["pad"] == 1  # never below one pixel
 
 
-@pytest.mark.parametrize("layout", ["NHWC-1", "NCHW-W3"])
+@pytest.mark.parametrize("layout", ["NHWC-1", "NCHW-W3", "NHWC-H2"])
 def test_npz_ambiguous_layouts(tmp_path, layout):
-    chw = _asym(4, 1 if layout == "NHWC-1" else 3, 5, 3 if layout == "NCHW-W3" else 7)
-    arr = chw.transpose(0, 2, 3, 1) if layout == "NHWC-1" else chw  # NCHW whose width is 3 stays NCHW
+    c, h, w = {"NHWC-1": (1, 5, 7), "NCHW-W3": (3, 5, 3), "NHWC-H2": (3, 2, 7)}[layout]
+    chw = _asym(4, c, h, w)
+    arr = chw if layout == "NCHW-W3" else chw.transpose(0, 2, 3, 1)  # NCHW whose width is 3 stays NCHW
     np.savez(tmp_path / "d.npz", x_train=arr, y_train=np.arange(4) % 2, x_test=arr, y_test=np.arange(4) % 2)
     d = load_dataset(f"npz:{tmp_path / 'd.npz'}")
     assert np.array_equal(d.x_train.numpy(), chw) and d.name == "d"
@@ -727,11 +728,16 @@ def test_folder_channel_count_follows_the_image_mode(tmp_path, mode, channels):
         for c, v in (("a", 0), ("b", 255)):
             (root / split / c).mkdir(parents=True)
             if mode == "I":  # 32-bit integers holding 16-bit values (how PIL opens many 16-bit files)
-                Image.fromarray(np.full((4, 4), v * 257, np.int32), "I").save(root / split / c / "0.tif")
+                img = np.full((4, 4), v * 257, np.int32)
+                img[0, 0] = 100 * 256 + 7  # kept as its high byte, 100
+                Image.fromarray(img, "I").save(root / split / c / "0.tif")
             else:
                 Image.fromarray(np.full((4, 4), v, np.uint8)).convert(mode).save(root / split / c / "0.png")
     d = load_dataset(f"folder:{root}")
     assert d.image_shape == (channels, 4, 4)
+    if mode == "I":
+        assert d.x_train[:, 0, 0, 0].tolist() == [100, 100]
+        d.x_train[:, 0, 0, 0] = torch.tensor([0, 255], dtype=torch.uint8)
     assert d.x_train[d.y_train == 1].min() == 255 and d.x_train[d.y_train == 0].max() == 0
 
 
