@@ -75,7 +75,7 @@ def test_rows_carry_mean_std_recovery_and_robust(runs):
     assert r["robust"]["pgd100@2/255"][0] == pytest.approx(sum(vals) / 2)
     assert r["steps"] == runs_[0]["steps"] == 2  # 20 images, batch 20, 2 epochs
     # labels are relative to the defaults of the version that ran them: the resolved settings say
-    assert rows["wmdd"]["settings"] == "real init, lr 0.01, CE 0.1, BN 0.01, feat 0.0, 6 it"
+    assert rows["wmdd"]["settings"] == "real init, lr 0.01, CE 0.1, BN 0.01 (first x10), feat 0.0, 6 it"
     assert rows["wmdd[iterations=12]"]["settings"].endswith(", 12 it") and rows["kmeans"]["settings"] == ""
 
 
