@@ -251,9 +251,10 @@ def test_fast_keeps_the_better_start_and_is_seeded():
     assert torch.equal(fast, again)  # every draw comes from the seeded generator
 
 
-def test_sliced_uses_128_directions_per_step():
-    import inspect
-
-    from geodistill.barycenter import _sliced
-
-    assert inspect.signature(_sliced).parameters["n_proj"].default == 128  # at D > 128 it matters
+def test_sliced_draws_128_orthonormal_directions_per_step(monkeypatch):
+    seen = []
+    qr = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda a: seen.append(tuple(a.shape)) or qr(a))
+    x = torch.randn(30, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    wasserstein_barycenter(x, 3, method="sliced", max_iter=2)
+    assert seen == [(200, 128), (200, 128)]  # 128 random orthonormal directions per step at D = 200
