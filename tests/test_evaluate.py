@@ -154,8 +154,8 @@ def test_attacks_run_on_the_seeded_subset_of_the_scored_split(teacher, digits, r
 
     seen = {}
 
-    def fake_robust(model, x, y, attacks, eps, rt, *, num_classes, seed):
-        seen.update(x=x, y=y, attacks=attacks, eps=eps, k=num_classes, seed=seed)
+    def fake_robust(model, x, y, attacks, eps, runtime, *, num_classes, seed):
+        seen.update(model=model, rt=runtime, x=x, y=y, attacks=attacks, eps=eps, k=num_classes, seed=seed)
         return {"clean": 1.0}
 
     monkeypatch.setattr(st, "robust_accuracy", fake_robust)
@@ -168,6 +168,7 @@ def test_attacks_run_on_the_seeded_subset_of_the_scored_split(teacher, digits, r
         seen["y"], digits.y_test[idx]
     )
     assert (seen["attacks"], seen["eps"], seen["k"], seen["seed"]) == (["mim"], [1 / 255], 10, 2)
+    assert seen["model"] is teacher.model and seen["rt"] is rt
 
 
 def test_students_inherit_the_data_spec_and_only_same_arch_extras():

@@ -355,3 +355,14 @@ def test_select_random_is_a_seeded_permutation_prefix():
 
     got = select_random(torch.zeros(20, 3), 5, 11)
     assert got.tolist() == torch.randperm(20, generator=torch.Generator().manual_seed(11))[:5].tolist()
+
+
+def test_attack_versions_name_torchattacks_when_installed(monkeypatch):
+    import types
+
+    from geodistill.evaluate.robust import attack_versions
+
+    monkeypatch.setitem(sys.modules, "torchattacks", types.SimpleNamespace(__version__="9.9"))
+    assert attack_versions() == {"torchattacks": "9.9"}
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # import fails as if not installed
+    assert attack_versions() == {}
