@@ -57,7 +57,7 @@ KINDS = [
     ),
     (
         "random stream (seed arithmetic, generator)",
-        re.compile(r"generator=None|seed|manual_seed|1_?000_?00\d"),
+        re.compile(r"generator=None|manual_seed|1_?000_?00\d|79(19|20) \*"),
     ),
     ("default of an argument every caller passes", re.compile(r"^[+-]\s+\w+: [\w\[\]| .]+ = ")),
     ("inf spelling", re.compile(r"float\(\"-?(INF|inf)\"\)")),

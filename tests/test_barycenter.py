@@ -258,3 +258,11 @@ def test_sliced_draws_128_orthonormal_directions_per_step(monkeypatch):
     x = torch.randn(30, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     wasserstein_barycenter(x, 3, method="sliced", max_iter=2)
     assert seen == [(200, 128), (200, 128)]  # 128 random orthonormal directions per step at D = 200
+
+
+def test_default_seed_is_zero():
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(2))
+    a, _ = wasserstein_barycenter(x, 3)
+    b, _ = wasserstein_barycenter(x, 3, seed=0)
+    c, _ = wasserstein_barycenter(x, 3, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, c)

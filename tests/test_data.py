@@ -780,3 +780,11 @@ def test_augmentations_run_without_a_generator():
     assert random_resized_crop(x).shape == x.shape and shift_crop(x).shape == x.shape
     assert cutmix(x)[0].shape == x.shape and roll_jitter(x, 2).shape == x.shape
     assert train_augment(x, hflip=True).shape == x.shape
+
+
+def test_validation_split_seed_defaults_to_zero():
+    d = load_dataset("digits", image_size=8, val_fraction=0.1)
+    e = load_dataset("digits", image_size=8).carve_val(0.1, seed=0)
+    assert torch.equal(d.y_val, e.y_val) and torch.equal(d.x_val, e.x_val) and d.val_spec["seed"] == 0
+    f = load_dataset("digits", image_size=8).carve_val(0.1)
+    assert torch.equal(f.x_val, e.x_val)

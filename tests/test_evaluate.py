@@ -132,10 +132,11 @@ def test_scores_are_mean_and_sample_std_over_the_configured_seeds(teacher, digit
     )
     ds = select_random(digits, 1, seed=0)
     old = [{"seed": 3, "top1": 0.5, "top5": 0.55, "seconds": 0.0, "robust": robust[3]},
+           {"seed": 6, "top1": 0.0, "top5": 0.0, "seconds": 0.0, "robust": robust[3]},
            {"seed": 9, "top1": 0.0, "top5": 0.0, "seconds": 0.0, "robust": robust[3]}]  # fmt: skip
     cfg = EvalConfig(seed=3, seeds=3, attacks=["pgd100"])
     score = st.evaluate_distilled(ds, teacher.model, digits, cfg, rt, completed=old)
-    assert trained == [4, 5]  # seed 3 resumed, seed 9 is outside 3..5 and ignored
+    assert trained == [4, 5]  # seed 3 resumed; seeds 6 and 9 are outside 3..5 and ignored
     assert [r["seed"] for r in score.runs] == [3, 4, 5] and score.seeds == 3
     assert score.top1 == pytest.approx(0.7) and score.top1_std == pytest.approx(
         statistics.stdev([0.5, 0.7, 0.9])

@@ -736,6 +736,23 @@ def test_manifest_records_config_resolved_settings_teacher_and_timing(teacher, d
     assert 0 < m["seconds"] <= wall and "torch" in m["versions"]
     if method in ("random", "rded"):
         assert m["groups"] == []
+        extra = {"rded_factor"} if method == "rded" else {"train_indices"}
+        assert (
+            set(m)
+            == {
+                "method",
+                "ipc",
+                "config",
+                "resolved",
+                "teacher",
+                "seconds",
+                "groups",
+                "seed",
+                "versions",
+                "device",
+            }
+            | extra
+        )
         return
     assert [gr["classes"] for gr in m["groups"]] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     for gr in m["groups"]:
@@ -884,3 +901,21 @@ def test_stitch_downscales_oversized_patches_with_antialiasing():
             patches[k : k + 1], size=(4, 4), mode="bilinear", antialias=True, align_corners=False
         )
         torch.testing.assert_close(out[0, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4], ref[0])
+
+
+def test_barycenter_solver_option_reaches_selection_and_plans(digits, stats):
+    import geodistill.synth.loop as loop
+    from geodistill.synth.select import select_kmeans
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    cfg = DistillConfig(method="kmeans", ipc=2, seed=1, barycenter="sliced")
+    ds = loop.select(digits, stats, cfg, get_strategy("kmeans"))
+    local, _, _ = select_kmeans(stats.class_features(0), 2, 1 * 1_000_003, barycenter="sliced")
+    assert ds.manifest["train_indices"][0] == digits.class_indices(0)[local].tolist()
+    _, exact, _ = select_kmeans(stats.class_features(0), 2, 1 * 1_000_003)
+    wcfg = DistillConfig(method="wmdd", ipc=2, seed=1, barycenter="sliced")
+    s = get_strategy("wmdd")
+    plan = loop.plan_class(0, digits, stats, wcfg, s, resolve(wcfg, s))
+    _, atoms, _ = select_kmeans(stats.class_features(0), 2, 1 * 1_000_003, barycenter="sliced")
+    torch.testing.assert_close(plan["atoms"], atoms)
+    assert not torch.allclose(atoms, exact)  # the option changes the atoms
