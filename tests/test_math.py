@@ -221,6 +221,30 @@ def test_synthesis_pulls_each_image_to_its_own_atom(teacher, digits, stats, rt):
     assert own >= 27  # of 30: each image ends nearest to the atom it was paired with
 
 
+def _plans(model, digits, stats, cfg):
+    """The resolved settings, every class's plan and the normalized box [lo, hi] of a synthesis run."""
+    import geodistill.synth.loop as loop
+    from geodistill.synth.strategies import get_strategy, resolve
+
+    s = get_strategy(cfg.method)
+    res = resolve(cfg, s)
+    plans = [loop.plan_class(c, digits, stats, cfg, s, res) for c in range(digits.num_classes)]
+    return res, plans, (0 - model.mean) / model.std, (1 - model.mean) / model.std
+
+
+def _adam_step_in_box(opt, loss, u, lo, hi):
+    """One optimizer step on the normalized pixels ``u``, then clamp them to the image of [0, 1]."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        u.copy_(u.clamp(lo, hi))
+
+
+def _to_pixels(u, model):
+    return (u.detach() * model.std + model.mean).clamp(0, 1)
+
+
 @pytest.mark.parametrize("anneal", [False, True])
 def test_synthesis_loop_is_the_documented_composition(teacher, digits, stats, rt, monkeypatch, anneal):
     """A few iterations of the loop against a from-scratch composition of its pieces (each piece
@@ -229,7 +253,6 @@ def test_synthesis_loop_is_the_documented_composition(teacher, digits, stats, rt
     import math
 
     import geodistill.synth.loop as loop
-    from geodistill.synth.strategies import get_strategy, resolve
 
     monkeypatch.setattr(loop, "random_resized_crop", lambda x, **kw: x)  # no randomness to replay
     cfg = DistillConfig(
@@ -247,10 +270,7 @@ def test_synthesis_loop_is_the_documented_composition(teacher, digits, stats, rt
     got = distill(teacher.model, digits, stats, cfg, rt).images
 
     model = teacher.model.eval()
-    s = get_strategy("wmdd")
-    res = resolve(cfg, s)
-    plans = [loop.plan_class(c, digits, stats, cfg, s, res) for c in range(10)]
-    lo, hi = (0 - model.mean) / model.std, (1 - model.mean) / model.std
+    res, plans, lo, hi = _plans(model, digits, stats, cfg)
     u = model.normalize(torch.cat([p["init"] for p in plans])).clamp(lo, hi).requires_grad_(True)
     atoms, scale = torch.cat([p["atoms"] for p in plans]), torch.cat([p["scale"] for p in plans])
     y = torch.arange(10).repeat_interleave(2)
@@ -266,13 +286,9 @@ def test_synthesis_loop_is_the_documented_composition(teacher, digits, stats, rt
             f, atoms, scale, "relative"
         )
         loss = loss + 0.02 * bn.pop()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            u.copy_(u.clamp(lo, hi))
+        _adam_step_in_box(opt, loss, u, lo, hi)
     bn.remove()
-    ref = (u.detach() * model.std + model.mean).clamp(0, 1)
+    ref = _to_pixels(u, model)
     torch.testing.assert_close(got, ref, atol=2e-5, rtol=0)
     assert not torch.allclose(got, torch.cat([p["init"] for p in plans]), atol=1e-3)  # it moved
 
@@ -628,7 +644,6 @@ def test_sre2l_loop_is_noise_global_bn_times_ten_with_crops_and_jitter(teacher, 
     import geodistill.synth.loop as loop
     from geodistill.data.augment import roll_jitter
     from geodistill.runtime import generator
-    from geodistill.synth.strategies import get_strategy, resolve
 
     crops = []
     monkeypatch.setattr(loop, "random_resized_crop", lambda x, **kw: crops.append(kw) or x)
@@ -637,10 +652,7 @@ def test_sre2l_loop_is_noise_global_bn_times_ten_with_crops_and_jitter(teacher, 
     assert len(crops) == 3 and all(c["hflip"] is False and c["scale"] == (0.08, 1.0) for c in crops)
 
     model = teacher.model.eval()
-    s = get_strategy("sre2l")
-    res = resolve(cfg, s)
-    plans = [loop.plan_class(c, digits, None, cfg, s, res) for c in range(10)]
-    lo, hi = (0 - model.mean) / model.std, (1 - model.mean) / model.std
+    res, plans, lo, hi = _plans(model, digits, None, cfg)
     u = torch.cat([p["init"] for p in plans]).clamp(lo, hi).requires_grad_(True)  # already normalized
     y = torch.arange(10).repeat_interleave(2)
     bn = BNMatcher(model, "global", first_multiplier=10.0)
@@ -650,13 +662,9 @@ def test_sre2l_loop_is_noise_global_bn_times_ten_with_crops_and_jitter(teacher, 
         opt.param_groups[0]["lr"] = 0.25 * 0.5 * (1 + math.cos(math.pi * it / 3))
         ua = roll_jitter(u, 2, generator=g)  # int(0.25 * 8) px
         loss = F.cross_entropy(model(ua, normalized=True), y) + 0.05 * bn.pop()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            u.copy_(u.clamp(lo, hi))
+        _adam_step_in_box(opt, loss, u, lo, hi)
     bn.remove()
-    torch.testing.assert_close(got, (u.detach() * model.std + model.mean).clamp(0, 1), atol=2e-5, rtol=0)
+    torch.testing.assert_close(got, _to_pixels(u, model), atol=2e-5, rtol=0)
 
 
 def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt, monkeypatch):
@@ -668,7 +676,6 @@ def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt
     import geodistill.synth.loop as loop
     from geodistill.data.augment import roll_jitter
     from geodistill.runtime import generator
-    from geodistill.synth.strategies import get_strategy, resolve
 
     monkeypatch.setattr(
         loop, "random_resized_crop", lambda x, **kw: pytest.fail("augment=jitter crops nothing")
@@ -681,10 +688,7 @@ def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt
     got = distill(teacher.model, digits, stats, cfg, rt).images
 
     model = teacher.model.eval()
-    s = get_strategy("wmdd")
-    res = resolve(cfg, s)
-    plans = [loop.plan_class(c, digits, stats, cfg, s, res) for c in range(10)]
-    lo, hi = (0 - model.mean) / model.std, (1 - model.mean) / model.std
+    res, plans, lo, hi = _plans(model, digits, stats, cfg)
     u = torch.cat([p["init"] for p in plans]).clamp(lo, hi).requires_grad_(True)  # already normalized
     atoms, scale = torch.cat([p["atoms"] for p in plans]), torch.cat([p["scale"] for p in plans])
     y = torch.arange(10).repeat_interleave(5)
@@ -702,13 +706,9 @@ def test_clean_view_ot_paired_paper_form_feature_term(teacher, digits, stats, rt
         if it == 0:
             assert not torch.equal(a, atoms)  # the case exercises the re-pairing
         loss = loss + 0.2 * feature_matching(f, a, scale, "paper") + 0.01 * bn.pop()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            u.copy_(u.clamp(lo, hi))
+        _adam_step_in_box(opt, loss, u, lo, hi)
     bn.remove()
-    torch.testing.assert_close(got, (u.detach() * model.std + model.mean).clamp(0, 1), atol=2e-5, rtol=0)
+    torch.testing.assert_close(got, _to_pixels(u, model), atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize("method", ["random", "rded", "wmdd", "sre2l"])
