@@ -178,8 +178,9 @@ class ClassData:
             "class_names": self.class_names,
             "hflip": self.hflip,
             "skipped": self.skipped,
+            "val_split": self.val_spec,
         }
-        save_tensors(path, t, meta | {"val_split": self.val_spec})
+        save_tensors(path, t, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> ClassData:
