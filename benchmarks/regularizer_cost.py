@@ -20,7 +20,18 @@ import sys
 import time
 from pathlib import Path
 
-REGS = ("none", "curvature", "curvature-simple", "gradnorm", "fgsm", "pgd", "trades")
+# "curvature@0.25": the term on a quarter of each batch (squeeze.reg_fraction 0.25)
+REGS = (
+    "none",
+    "curvature",
+    "curvature@0.5",
+    "curvature@0.25",
+    "curvature-simple",
+    "gradnorm",
+    "fgsm",
+    "pgd",
+    "trades",
+)
 ARCHS = ("convnet3", "resnet18")
 
 
@@ -33,11 +44,13 @@ def one(arch: str, reg: str, steps: int) -> None:
     torch.manual_seed(0)
     m = create_model(arch, num_classes=10, in_chans=3, image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25] * 3)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    reg, _, frac = reg.partition("@")
     x, y = torch.rand(128, 3, 32, 32), torch.randint(0, 10, (128,))
     times = []
     for i in range(steps + 1):  # the first step warms up allocators and kernels
         t0 = time.perf_counter()
-        loss, _, _ = objective(m, x, y, reg, generator=torch.Generator().manual_seed(i))
+        g = torch.Generator().manual_seed(i)
+        loss, _, _ = objective(m, x, y, reg, generator=g, fraction=float(frac or 1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -50,13 +63,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS))
+    ap.add_argument(
+        "--note", default="the machine was otherwise idle", help="load on the machine, for the report"
+    )
     ap.add_argument("--one", nargs=2, metavar=("ARCH", "REG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         return one(*args.one, args.steps)
     from geodistill.runtime import machine, versions
 
-    raw: dict = {f"{a}/{r}": [] for a in ARCHS for r in REGS}
+    raw: dict = {f"{a}/{r}": [] for a in args.archs for r in REGS}
     for _ in range(args.rounds):
         for key in raw:
             a, r = key.split("/")
@@ -88,13 +105,13 @@ def main() -> None:
         "",
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']}  ",
-        f"Date: {result['date']}. Median of {args.rounds} interleaved rounds x {args.steps} steps; the "
-        "machine was running other benchmarks, which slows every row alike.",
+        f"Date: {result['date']}. Median of {args.rounds} interleaved rounds x {args.steps} steps "
+        f"({args.note}).",
         "",
         "| model | regularizer | s/step | s/epoch (352 steps) | x plain | peak RSS GiB |",
         "|---|---|---|---|---|---|",
     ]
-    for a in ARCHS:
+    for a in args.archs:
         base = rows[f"{a}/none"]["seconds_per_step"]
         for r in REGS:
             v = rows[f"{a}/{r}"]

@@ -91,6 +91,30 @@ def test_curvature_objective_is_in_normalized_units_with_the_authors_lambda(std)
         assert abs(pix.item() - parts["reg"]) > 0.05 * parts["reg"]
 
 
+@pytest.mark.parametrize("kind", ["curvature", "gradnorm"])
+def test_reg_fraction_is_the_first_images_terms_at_the_whole_batchs_scale(kind):
+    # 6 images, fraction 0.5: the term is the mean of the first 3 images' per-image terms, each
+    # computed as on the whole batch (curvature keeps its 1/6, not 1/3); the CE part sees all 6
+    m = _model(0.5)
+    twin = copy.deepcopy(m)  # each objective call moves the BN statistics once, so use twins
+    x, y = _batch()
+    whole_loss, _, whole = objective(m, x, y, kind)
+    loss, _, half = objective(twin, x, y, kind, fraction=0.5)
+    m.eval()
+    u = (x - 0.3) / 0.5
+    per = lambda uu: F.cross_entropy(m.head(m.body(uu)), y, reduction="none")
+    with eval_bn_as_affine(m):
+        rows = curvature_penalty(per, u, 3.0) if kind == "curvature" else None
+    if kind == "gradnorm":
+        uu = u.clone().requires_grad_(True)
+        rows = torch.autograd.grad(per(uu).sum(), uu)[0].flatten(1).norm(dim=1)
+    assert whole["reg"] == pytest.approx(rows.mean().item(), rel=1e-4)
+    assert half["reg"] == pytest.approx(rows[:3].mean().item(), rel=1e-4)
+    assert half["reg"] != pytest.approx(whole["reg"], rel=1e-3)
+    lam = DEFAULT_LAMBDA[kind]
+    assert loss.item() - lam * half["reg"] == pytest.approx(whole_loss.item() - lam * whole["reg"], rel=1e-5)
+
+
 def test_gradnorm_is_the_hand_computed_normalized_input_gradient():
     m = _model(0.5)
     x, y = _batch()

@@ -13,6 +13,7 @@ Each objective returns ``(loss, logits, parts)`` for a batch ``x [N, C, H, W]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -133,6 +134,7 @@ def objective(
     eps: float = 2 / 255,
     label_smoothing: float = 0.0,
     generator: torch.Generator | None = None,
+    fraction: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``(loss, logits, parts)`` for one batch under regularizer ``kind`` (see ``REGULARIZERS``);
     ``lam`` 0 means the authors' weight (``DEFAULT_LAMBDA``).
@@ -144,6 +146,10 @@ def objective(
     - ``trades``: CE + λ·KL(f(x_adv) ‖ f(x)), x_adv by 7-step PGD on the KL (Zhang et al.).
 
     The input-gradient terms see the model in eval mode (fixed BN statistics), like the authors'.
+    With ``fraction`` < 1 the curvature / gradnorm term is computed on the first
+    ``ceil(fraction·N)`` images of the (shuffled) batch, each still carrying the ``1/N`` of the
+    batch-mean loss: per image the same value as on the whole batch (eval-mode BN makes images
+    independent), so the mean over the subset is an unbiased estimate of the batch's term.
     """
     if kind not in REGULARIZERS:
         raise ValueError(f"unknown regularizer {kind!r}; use one of {REGULARIZERS}")
@@ -172,8 +178,11 @@ def objective(
         model.train(was)
         reg = F.kl_div(F.log_softmax(model(x_adv), 1), F.softmax(logits, 1), reduction="batchmean")
     else:
-        u = getattr(model, "module", model).normalize(x)
-        per_sample = lambda uu: F.cross_entropy(model(uu, normalized=True), y, reduction="none")
+        n = len(x)
+        m = n if kind == "curvature-simple" else max(1, math.ceil(fraction * n))
+        scale = m / n if kind == "curvature" else 1.0  # keeps curvature's 1/N of the whole batch
+        u = getattr(model, "module", model).normalize(x[:m])
+        per_sample = lambda uu: F.cross_entropy(model(uu, normalized=True), y[:m], reduction="none") * scale
         with eval_bn_as_affine(model):
             if kind == "curvature":
                 reg = curvature_penalty(per_sample, u, h).mean()

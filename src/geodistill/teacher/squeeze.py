@@ -133,6 +133,7 @@ def train_teacher(
                     eps=cfg.reg_eps,
                     label_smoothing=cfg.label_smoothing,
                     generator=g,
+                    fraction=cfg.reg_fraction,
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
