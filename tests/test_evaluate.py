@@ -32,6 +32,24 @@ def test_students_learn_from_a_distilled_set(teacher, digits, rt):
     assert score.top1_std >= 0 and score.top5 >= score.top1
 
 
+def test_compiled_students_train_like_eager_ones(teacher, digits, rt, monkeypatch):
+    # --compile: the same student (same seed, same batches) up to float rounding of the kernels
+    from dataclasses import replace
+
+    from geodistill.evaluate.student import train_student
+
+    ds = select_random(digits, 3, seed=0)
+    cfg = EvalConfig(epochs=20, batch_size=15, lr=0.01)
+    eager, _ = train_student(ds, teacher.model, digits, cfg, rt, seed=0)
+    real, compiled_models = torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda m: compiled_models.append(m) or real(m))
+    compiled, _ = train_student(ds, teacher.model, digits, cfg, replace(rt, compile=True), seed=0)
+    assert compiled_models[0] is compiled and compiled_models[1] is teacher.model
+    x = digits.float(digits.x_test[:64])
+    torch.testing.assert_close(compiled(x), eager(x), atol=2e-3, rtol=2e-3)
+    assert not any(isinstance(m, torch._dynamo.eval_frame.OptimizedModule) for m in compiled.modules())
+
+
 def test_class_mismatch_is_refused(teacher, digits, rt):
     ds = select_random(digits, 1, seed=0)
     ds.class_names = [f"x{i}" for i in range(10)]

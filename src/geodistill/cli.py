@@ -58,6 +58,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile student training (CPU: 1.3-1.8x faster steps; needs a C++ compiler)",
+    )
     g.add_argument("--overwrite", action="store_true", help="replace files in an existing output directory")
     g.add_argument(
         "--resume", action="store_true", help="continue an interrupted run in its output directory"
@@ -223,7 +228,10 @@ def _runtime(args):
     from .runtime import make_runtime
 
     rt = make_runtime(
-        args.device, amp=getattr(args, "amp", False), channels_last=getattr(args, "channels_last", False)
+        args.device,
+        amp=getattr(args, "amp", False),
+        channels_last=getattr(args, "channels_last", False),
+        compile=getattr(args, "compile", False),
     )
     init_distributed(rt.device)
     return rt
@@ -314,6 +322,7 @@ def _dispatch(args, extra) -> int:
             out = Path(args.out or f"runs/{cfg.name}")
         args.device = args.device if args.device != "auto" else cfg.device
         args.amp, args.channels_last = args.amp or cfg.amp, args.channels_last or cfg.channels_last
+        args.compile = args.compile or cfg.compile
         data = pipeline.load_data(cfg.data)
         pipeline.check_run(cfg, data)  # methods, IPC, split, teachers: before anything is written
         prepare_out_dir(out, overwrite=args.overwrite, resume=args.resume)

@@ -239,6 +239,7 @@ class RunConfig:
     device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
     amp: bool = opt(False, "bfloat16 autocast (CUDA only)")
     channels_last: bool = opt(False, "channels-last memory format (CUDA only)")
+    compile: bool = opt(False, "torch.compile student training (CPU: 1.3-1.8x faster steps after compiling)")
 
     def __post_init__(self) -> None:
         self.guard = {"regularizer": "curvature", **self.guard}

@@ -17,6 +17,7 @@ class Runtime:
     device: torch.device
     amp: bool = False  # bfloat16 autocast, CUDA only
     channels_last: bool = False  # CUDA only
+    compile: bool = False  # torch.compile the student / teacher forward passes of student training
 
     def autocast(self):
         return torch.autocast(
@@ -33,8 +34,14 @@ class Runtime:
             model = model.to(memory_format=torch.channels_last)
         return model
 
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``torch.compile(model)`` when ``compile`` is set (parameters stay shared with ``model``)."""
+        return torch.compile(model) if self.compile else model
 
-def make_runtime(device: str = "auto", amp: bool = False, channels_last: bool = False) -> Runtime:
+
+def make_runtime(
+    device: str = "auto", amp: bool = False, channels_last: bool = False, compile: bool = False
+) -> Runtime:
     if device == "auto":
         local = int(os.environ.get("LOCAL_RANK", 0))
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
@@ -47,7 +54,7 @@ def make_runtime(device: str = "auto", amp: bool = False, channels_last: bool = 
         if dev.index is None:  # "cuda": this process's GPU (LOCAL_RANK under torchrun)
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
-    return Runtime(dev, amp=amp and dev.type == "cuda", channels_last=channels_last)
+    return Runtime(dev, amp=amp and dev.type == "cuda", channels_last=channels_last, compile=compile)
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

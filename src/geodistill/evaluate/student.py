@@ -133,6 +133,7 @@ def train_student(
     opt = make_optimizer(student.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, steps))
     student.train()
+    fwd_student, fwd_teacher = rt.compiled(student), rt.compiled(teacher)
     with progress(f"student {arch} seed {seed}", steps, log, unit="step", lines=1) as bar:
         for idx in _batches(n, per_epoch, cfg.epochs, g):
             x = images[idx].to(rt.device)
@@ -142,9 +143,9 @@ def train_student(
                 x, perm, lam = cutmix(x, alpha=cfg.cutmix, generator=g)
                 w = lam * w + (1 - lam) * w[perm]
             with torch.no_grad(), rt.autocast():
-                t_logits = teacher(x).float()
+                t_logits = fwd_teacher(x).float()
             with rt.autocast():
-                s_logits = student(x).float()
+                s_logits = fwd_student(x).float()
             loss = (w * kd_loss(s_logits, t_logits, cfg.temperature)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
