@@ -37,6 +37,7 @@ ap.add_argument("--batch-size", type=int, nargs="+", default=[50])
 ap.add_argument("--seeds", type=int, default=3)
 ap.add_argument("--workers", type=int, default=2)
 ap.add_argument("--compile", action="store_true", help="torch.compile the students (geodistill --compile)")
+ap.add_argument("--report-only", action="store_true", help="write the report from the students done so far")
 ap.add_argument("--eval", default="", help="extra EvalConfig fields as JSON, e.g. '{\"cutmix\": 0}'")
 
 
@@ -95,10 +96,12 @@ def table(rows: list[dict]) -> str:
         if half in stats:
             hm, hs, _ = stats[half]
             delta = f"{m - hm:+.2f}"
-            conv = "yes" if abs(m - hm) < max(s, hs) else "no"
+            stds = [v for v in (s, hs) if v == v]  # a single-seed row has no std
+            conv = "yes" if stds and abs(m - hm) < max(stds) else "no"
         steps = groups[g][0]["steps"]
         lines.append(
-            f"| {g[0]} | {g[1]:g} | {g[2]} | {g[3]} | {steps} | {m:.2f} ± {s:.2f} | {n} | {delta} | {conv} |"
+            f"| {g[0]} | {g[1]:g} | {g[2]} | {g[3]} | {steps} | {m:.2f}{f' ± {s:.2f}' if n > 1 else ''} "
+            f"| {n} | {delta} | {conv} |"
         )
     return "\n".join(lines)
 
@@ -136,7 +139,7 @@ def main() -> None:
         for bs in args.batch_size
         for seed in range(args.seeds)
     ]
-    todo = [j for j in jobs if key(j) not in have]
+    todo = [] if args.report_only else [j for j in jobs if key(j) not in have]
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"{len(jobs) - len(todo)} students done, {len(todo)} to train ({args.workers} at once)", flush=True)
     with ProcessPoolExecutor(args.workers) as pool:
