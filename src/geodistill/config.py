@@ -81,7 +81,8 @@ class SqueezeConfig:
     reg_fraction: float = opt(
         1.0,
         "share of each batch the curvature / gradnorm term is computed on, an unbiased estimate of the "
-        "whole batch's term (1: all images, as the authors; 0.25 cuts the term's cost about 4x)",
+        "whole batch's term (1: all images, as the authors; on digits 0.25 took a curvature epoch from "
+        "4.9x to 2.5x a plain one)",
         lo=0.0,
         hi=1.0,
     )
