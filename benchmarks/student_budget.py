@@ -4,8 +4,8 @@ previous (half) budget. A budget has converged when doubling it changes the mean
 the larger seed std of the two.
 
 Resumable: every finished student is appended to ``runs/bench/NAME/students.jsonl`` and skipped
-on a rerun; ``--workers`` trains that many students at once, one thread each (on 2 cores,
-two single-thread students outrun one two-thread student on these small batches).
+on a rerun; ``--workers`` trains that many students at once, sharing the cores' threads
+between them.
 
     python benchmarks/student_budget.py NAME --teacher benchmarks/cache/cifar10-convnet3-plain.safetensors \\
         --sets wmdd=runs/sets/ipc1/wmdd random=runs/sets/ipc1/random --split val \\
