@@ -5,6 +5,7 @@ defaults chosen on that split are chosen on unseen images.
 
     python benchmarks/train_teacher.py                                   # plain teacher
     python benchmarks/train_teacher.py --regularizer curvature           # GUARD, from scratch
+    python benchmarks/train_teacher.py --regularizer curvature --reg-fraction 0.25  # cheaper
     python benchmarks/train_teacher.py --regularizer curvature --epochs 3 --lr 0.01 \
         --init benchmarks/cache/cifar10-convnet3-plain.safetensors        # GUARD, fine-tuned
 """
@@ -27,12 +28,15 @@ ap.add_argument("--epochs", type=int, default=20)
 ap.add_argument("--regularizer", default="none")
 ap.add_argument("--reg-lambda", type=float, default=0.0)
 ap.add_argument("--reg-h", type=float, default=3.0)
+ap.add_argument("--reg-fraction", type=float, default=1.0, help="share of each batch the regularizer sees")
 ap.add_argument("--lr", type=float, default=0.05)
 ap.add_argument("--init", default=None, help="fine-tune these weights instead of training from scratch")
 ap.add_argument("--out", default=None)
 args = ap.parse_args()
 
 name = "plain" if args.regularizer == "none" else args.regularizer
+if args.reg_fraction != 1.0:
+    name += f"-frac{args.reg_fraction:g}"
 if args.init:
     name += f"-ft{args.epochs}"
 out = Path(args.out or f"benchmarks/cache/cifar10-convnet3-{name}.safetensors")
@@ -47,6 +51,7 @@ cfg = SqueezeConfig(
     regularizer=args.regularizer,
     reg_lambda=args.reg_lambda,
     reg_h=args.reg_h,
+    reg_fraction=args.reg_fraction,
 )
 model, meta = squeeze_stage(data, cfg, rt, out, resume=True, log=lambda s: print(s, flush=True))
 info = {
