@@ -350,3 +350,20 @@ def test_input_gradient_terms_see_through_a_ddp_style_wrapper(kind):
     _, _, wrapped = objective(_Wrapped(copy.deepcopy(m)), x, y, kind)
     _, _, bare = objective(m, x, y, kind)
     assert wrapped["reg"] == pytest.approx(bare["reg"], rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["none", "curvature", "pgd"])
+def test_teacher_history_records_the_unweighted_penalty(kind, digits, rt):
+    """Each epoch's record carries the penalty's mean (before λ) for the terms that have one, so
+    a user can see the penalty outgrow the cross-entropy; the loss is CE + λ·penalty."""
+    from geodistill.config import SqueezeConfig
+    from geodistill.teacher import train_teacher
+
+    cfg = SqueezeConfig(arch="convnet-tiny", epochs=1, batch_size=64, lr=0.01, regularizer=kind, reg_h=1.0)
+    (rec,) = train_teacher(digits, cfg, rt).history
+    if kind != "curvature":
+        assert "reg" not in rec
+        return
+    assert rec["reg"] > 0
+    ce = rec["loss"] - DEFAULT_LAMBDA["curvature"] * rec["reg"]
+    assert 0.5 < ce < 3.0  # an untrained 10-class CE, near log 10 = 2.3

@@ -4,6 +4,7 @@ optional regularizer, torchrun-aware, resumable at epoch granularity."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -105,8 +106,10 @@ def train_teacher(
         model.load_state_dict(start.model)
         opt.load_state_dict(start.optimizer)
         first, history = start.epoch, list(start.history)
-        for _ in range(first * steps_per_epoch):
-            sched.step()
+        with warnings.catch_warnings():  # fast-forwarding the schedule, no optimizer step is due
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for _ in range(first * steps_per_epoch):
+                sched.step()
     h = cfg.reg_h if "curvature" in cfg.regularizer else 0.0
     t_start = time.perf_counter()
     for epoch in range(first, cfg.epochs):
@@ -114,7 +117,7 @@ def train_teacher(
         g = generator(cfg.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=g)[d.rank * per_rank : (d.rank + 1) * per_rank]
         net.train()
-        tot_loss = correct = seen = 0.0
+        tot_loss = tot_reg = correct = seen = 0.0
         for s in range(steps_per_epoch):
             idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             x = data.float(data.x_train[idx]).to(rt.device, non_blocking=True)
@@ -123,7 +126,7 @@ def train_teacher(
             if rt.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with rt.autocast():
-                loss, logits, _ = objective(
+                loss, logits, parts = objective(
                     net,
                     x,
                     y,
@@ -140,6 +143,7 @@ def train_teacher(
             opt.step()
             sched.step()
             tot_loss += loss.item() * len(y)
+            tot_reg += parts.get("reg", 0.0) * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
         rec = {
@@ -148,10 +152,13 @@ def train_teacher(
             "train_top1": correct / seen,
             "seconds": time.perf_counter() - t0,
         }
+        if "reg" in parts:  # the penalty's mean value, before its weight λ (not for fgsm/pgd)
+            rec["reg"] = tot_reg / seen
         history.append(rec)
         log(
             f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} train {rec['train_top1']:.3f} "
-            f"({rec['seconds']:.1f}s)"
+            + (f"reg {rec['reg']:.4g} " if "reg" in rec else "")
+            + f"({rec['seconds']:.1f}s)"
         )
         if on_epoch is not None:
             on_epoch(TrainState(epoch + 1, model.state_dict(), opt.state_dict(), history))
