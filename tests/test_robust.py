@@ -133,7 +133,12 @@ def test_robust_accuracy_counts_by_hand_across_batches(rt, monkeypatch):
         return attack
 
     monkeypatch.setattr(rob, "build_attack", lambda name, model, eps, k, seed: toward_boundary(model, eps))
-    out = robust_accuracy(_FirstPixel(), x, y, ["pgd100"], [0.1, 0.25], rt, num_classes=2, batch_size=3)
+    lines = []
+    out = robust_accuracy(
+        _FirstPixel(), x, y, ["pgd100"], [0.1, 0.25], rt, num_classes=2, batch_size=3, log=lines.append
+    )
+    assert [ln.split(" (")[0].strip() for ln in lines] == ["pgd100@0.1: 0.5000", "pgd100@0.25: 0.3750"]
+    assert all("6 images attacked" in ln for ln in lines)
     assert out["clean"] == pytest.approx(6 / 8)
     # eps 0.1 flips margins 0.01 and 0.05; eps 0.25 also flips 0.2; misclassified count as errors
     assert out["pgd100@0.1"] == pytest.approx(4 / 8) and out["pgd100@0.25"] == pytest.approx(3 / 8)

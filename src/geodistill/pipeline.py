@@ -351,7 +351,9 @@ def method_dir(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("=", "-")).strip("_")
 
 
-def teacher_entry(model: Classifier, meta: dict, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dict:
+def teacher_entry(
+    model: Classifier, meta: dict, data: ClassData, cfg: EvalConfig, rt: Runtime, log: Log = print
+) -> dict:
     """The teacher's row: its accuracy on the split the students are scored on (for recovery),
     its test accuracy as trained, its regularizer and cost, and its robust accuracy."""
     xs, ys = data.split(cfg.split)
@@ -368,7 +370,7 @@ def teacher_entry(model: Classifier, meta: dict, data: ClassData, cfg: EvalConfi
         "seconds_per_epoch": meta.get("seconds_per_epoch"),
     }
     if cfg.attacks:
-        entry["robust"] = attack_scores(model, data, cfg, rt)
+        entry["robust"] = attack_scores(model, data, cfg, rt, log=log)
     return entry
 
 
@@ -501,7 +503,9 @@ def run_pipeline(
     }
     for variant, (model, meta, _) in teachers.items():
         key = "teacher_guard" if variant == "guard" else "teacher"
-        metrics[key] = teacher_entry(model, meta, data, cfg.evaluate, rt)
+        if cfg.evaluate.attacks:
+            log(f"{key}: attacks")
+        metrics[key] = teacher_entry(model, meta, data, cfg.evaluate, rt, log=log)
         flags += sanity_flags(metrics[key].get("robust", {}), key)
     metrics.setdefault("teacher", metrics.get("teacher_guard"))
     metrics |= {
@@ -537,7 +541,7 @@ def evaluate_stage(
     methods, flags = score_sets(
         {k: (v, teacher, tmeta) for k, v in sets.items()}, data, cfg, rt, None, log=log
     )
-    tentry = teacher_entry(teacher, tmeta, data, cfg, rt)
+    tentry = teacher_entry(teacher, tmeta, data, cfg, rt, log=log)
     flags += sanity_flags(tentry.get("robust", {}), "teacher")
     metrics = {
         "dataset": data.name,

@@ -10,6 +10,7 @@ PGD and MIFGSM); AutoAttack, Square and CW-L2 need ``pip install 'geodistill[rob
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -155,6 +156,7 @@ def robust_accuracy(
     num_classes: int,
     seed: int = 0,
     batch_size: int = 250,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """Clean and robust accuracy of ``model`` on float images ``x`` in [0, 1].
 
@@ -163,7 +165,8 @@ def robust_accuracy(
     as ``k/255`` when it is a whole multiple of 1/255. Only correctly classified points are
     attacked (the others count as errors either way); an adversarial example counts as correct
     only if the model still classifies it correctly; bounded attacks must stay in the ε ball
-    and in [0, 1] (checked on every batch).
+    and in [0, 1] (checked on every batch). ``log`` receives one line per attack as it finishes
+    (accuracy and seconds: AutoAttack can take many minutes per model on a CPU).
     """
     model.eval()
     out: dict[str, float] = {}
@@ -187,6 +190,7 @@ def robust_accuracy(
     ok_idx = clean_ok.nonzero().flatten()
     xs, ys = x[ok_idx], y[ok_idx]
     for name, e in jobs:
+        t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[rt.device] if rt.cuda else []):
             torch.manual_seed(seed)
             attack = build_attack(name, model, e if e is not None else 0.0, num_classes, seed)
@@ -198,7 +202,10 @@ def robust_accuracy(
                     raise RuntimeError(f"attack {name} left the eps={e} ball or [0, 1]")
                 with torch.no_grad():
                     survived += int((model(adv).argmax(1) == yb).sum())
-        out[name if e is None else f"{name}@{eps_label(e)}"] = survived / max(1, len(y))
+        key = name if e is None else f"{name}@{eps_label(e)}"
+        out[key] = survived / max(1, len(y))
+        if log is not None:
+            log(f"    {key}: {out[key]:.4f} ({time.perf_counter() - t0:.1f}s, {len(ys)} images attacked)")
     return out
 
 

@@ -200,7 +200,7 @@ def evaluate_distilled(
         student, run = train_student(ds, teacher, data, cfg, rt, seed, arch, log=log)
         log(f"  student seed {seed}: top1 {run['top1']:.4f} top5 {run['top5']:.4f} ({run['seconds']:.1f}s)")
         if cfg.attacks:
-            run["robust"] = attack_scores(student, data, cfg, rt)
+            run["robust"] = attack_scores(student, data, cfg, rt, log=log)
             log("    " + " ".join(f"{k} {v:.4f}" for k, v in run["robust"].items()))
         if on_student is not None:
             on_student(student, run)
@@ -228,7 +228,9 @@ def evaluate_distilled(
     )
 
 
-def attack_scores(model: Classifier, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dict[str, float]:
+def attack_scores(
+    model: Classifier, data: ClassData, cfg: EvalConfig, rt: Runtime, log: Callable[[str], None] | None = None
+) -> dict[str, float]:
     """Clean and robust accuracy on the seeded subset of ``cfg.attack_samples`` images of ``cfg.split``."""
     xs, ys = data.split(cfg.split)
     idx = fixed_subset(len(ys), cfg.attack_samples, cfg.seed)
@@ -241,4 +243,5 @@ def attack_scores(model: Classifier, data: ClassData, cfg: EvalConfig, rt: Runti
         rt,
         num_classes=data.num_classes,
         seed=cfg.seed,
+        log=log,
     )
