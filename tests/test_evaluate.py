@@ -146,7 +146,7 @@ def test_scores_are_mean_and_sample_std_over_the_configured_seeds(teacher, digit
     monkeypatch.setattr(
         st,
         "attack_scores",
-        lambda model, data, cfg, rt: robust[trained[-1]] or {"clean": 0.9, "pgd100@2/255": 0.5},
+        lambda model, data, cfg, rt, log=None: robust[trained[-1]] or {"clean": 0.9, "pgd100@2/255": 0.5},
     )
     ds = select_random(digits, 1, seed=0)
     old = [{"seed": 3, "top1": 0.5, "top5": 0.55, "seconds": 0.0, "robust": robust[3]},
@@ -173,7 +173,7 @@ def test_attacks_run_on_the_seeded_subset_of_the_scored_split(teacher, digits, r
 
     seen = {}
 
-    def fake_robust(model, x, y, attacks, eps, runtime, *, num_classes, seed):
+    def fake_robust(model, x, y, attacks, eps, runtime, *, num_classes, seed, log=None):
         seen.update(model=model, rt=runtime, x=x, y=y, attacks=attacks, eps=eps, k=num_classes, seed=seed)
         return {"clean": 1.0}
 
@@ -231,7 +231,7 @@ def test_student_loop_plumbing_memory_check_cutmix_timing_and_callbacks(teacher,
     monkeypatch.setattr(st, "check_batch_fits", lambda *a, **kw: checks.append((a, kw)) or 0)
     monkeypatch.setattr(st, "cutmix", lambda x, **kw: mixes.append((len(x), kw["alpha"])) or cutmix(x, **kw))
     monkeypatch.setattr(
-        st, "attack_scores", lambda m, d, c, r: attacked.append((m, d, c, r)) or {"clean": 1.0}
+        st, "attack_scores", lambda m, d, c, r, log=None: attacked.append((m, d, c, r)) or {"clean": 1.0}
     )
     ds = select_random(digits, 1, seed=0)  # 10 images
     cfg = EvalConfig(epochs=1, seeds=2, batch_size=9, cutmix=0.7, attacks=["mim"], max_memory="3GB")
