@@ -37,6 +37,13 @@ ap.add_argument("--batch-size", type=int, nargs="+", default=[50])
 ap.add_argument("--seeds", type=int, default=3)
 ap.add_argument("--workers", type=int, default=2)
 ap.add_argument("--compile", action="store_true", help="torch.compile the students (geodistill --compile)")
+ap.add_argument(
+    "--precision",
+    nargs="+",
+    default=["fp32"],
+    choices=("fp32", "bf16"),
+    help="bf16: autocast (geodistill --amp)",
+)
 ap.add_argument("--report-only", action="store_true", help="write the report from the students done so far")
 ap.add_argument("--eval", default="", help="extra EvalConfig fields as JSON, e.g. '{\"cutmix\": 0}'")
 
@@ -55,7 +62,7 @@ def train_one(job: dict) -> dict:
     from geodistill.pipeline import load_data
     from geodistill.runtime import make_runtime
 
-    rt = make_runtime("cpu", compile=job["compile"])
+    rt = make_runtime("cpu", amp=job["amp"], compile=job["compile"])
     if (job["data"], job["teacher"]) not in _LOADED:  # once per worker process
         data = load_data(DataConfig(source=job["data"], val_fraction=0.1, val_seed=0))
         teacher, _ = load_checkpoint(job["teacher"], class_names=data.class_names)
@@ -70,28 +77,28 @@ def train_one(job: dict) -> dict:
     }
     cfg = EvalConfig(**fields, **job["eval"])
     _, run = train_student(ds, teacher, data, cfg, rt, seed=job["seed"])
-    return {**{k: job[k] for k in ("set", "lr", "batch_size", "epochs", "seed")}, **run}
+    return {**{k: job[k] for k in ("set", "lr", "batch_size", "epochs", "seed", "amp")}, **run}
 
 
 def key(r: dict) -> tuple:
-    return (r["set"], r["lr"], r["batch_size"], r["epochs"], r["seed"])
+    return (r["set"], r.get("amp", False), r["lr"], r["batch_size"], r["epochs"], r["seed"])
 
 
 def table(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["set"], r["lr"], r["batch_size"], r["epochs"]), []).append(r)
+        groups.setdefault(key(r)[:-1], []).append(r)
     lines = [
-        "| set | lr | batch | epochs | steps | top-1 (%) mean ± std | seeds | change from half the budget "
-        "| converged |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| set | precision | lr | batch | epochs | steps | top-1 (%) mean ± std | seeds "
+        "| change from half the budget | converged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     stats = {}
     for g in sorted(groups):
         acc = [100 * r["top1"] for r in groups[g]]
         stats[g] = (statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else float("nan"), len(acc))
     for g, (m, s, n) in stats.items():
-        half = (*g[:3], g[3] // 2)
+        half = (*g[:4], g[4] // 2)
         delta, conv = "", ""
         if half in stats:
             hm, hs, _ = stats[half]
@@ -100,8 +107,8 @@ def table(rows: list[dict]) -> str:
             conv = "yes" if stds and abs(m - hm) < max(stds) else "no"
         steps = groups[g][0]["steps"]
         lines.append(
-            f"| {g[0]} | {g[1]:g} | {g[2]} | {g[3]} | {steps} | {m:.2f}{f' ± {s:.2f}' if n > 1 else ''} "
-            f"| {n} | {delta} | {conv} |"
+            f"| {g[0]} | {'bf16' if g[1] else 'fp32'} | {g[2]:g} | {g[3]} | {g[4]} | {steps} "
+            f"| {m:.2f}{f' ± {s:.2f}' if n > 1 else ''} | {n} | {delta} | {conv} |"
         )
     return "\n".join(lines)
 
@@ -132,12 +139,14 @@ def main() -> None:
             "split": args.split,
             "threads": threads,
             "compile": args.compile,
+            "amp": prec == "bf16",
         }
         for ep in sorted(args.epochs)
         for name, d in sets.items()
         for lr in args.lr
         for bs in args.batch_size
         for seed in range(args.seeds)
+        for prec in args.precision
     ]
     todo = [] if args.report_only else [j for j in jobs if key(j) not in have]
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -149,7 +158,8 @@ def main() -> None:
             with log.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             print(
-                f"{r['set']} lr {r['lr']:g} bs {r['batch_size']} {r['epochs']} ep seed {r['seed']}: "
+                f"{r['set']}{' bf16' if r['amp'] else ''} lr {r['lr']:g} bs {r['batch_size']} "
+                f"{r['epochs']} ep seed {r['seed']}: "
                 f"{100 * r['top1']:.2f} ({r['seconds']:.0f} s)",
                 flush=True,
             )

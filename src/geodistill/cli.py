@@ -56,7 +56,11 @@ def _build(cls, ns: argparse.Namespace):
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    g.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    g.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 autocast (CUDA; on CPUs with bf16 instructions ~1.7x faster student steps)",
+    )
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
     g.add_argument(
         "--compile",

@@ -238,7 +238,9 @@ class RunConfig:
         "squeeze overrides of the teacher of '+guard' methods (merged over {regularizer: curvature})",
     )
     device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
-    amp: bool = opt(False, "bfloat16 autocast (CUDA only)")
+    amp: bool = opt(
+        False, "bfloat16 autocast (CUDA; on CPUs with bf16 instructions ~1.7x faster student steps)"
+    )
     channels_last: bool = opt(False, "channels-last memory format (CUDA only)")
     compile: bool = opt(False, "torch.compile student training (CPU: 1.3-1.8x faster steps after compiling)")
 

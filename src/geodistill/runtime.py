@@ -15,14 +15,12 @@ class Runtime:
     """Where and how tensors are computed. Built once by the CLI or the caller."""
 
     device: torch.device
-    amp: bool = False  # bfloat16 autocast, CUDA only
+    amp: bool = False  # bfloat16 autocast (CUDA, or CPUs with bf16 instructions)
     channels_last: bool = False  # CUDA only
     compile: bool = False  # torch.compile the student / teacher forward passes of student training
 
     def autocast(self):
-        return torch.autocast(
-            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp and self.cuda
-        )
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
     @property
     def cuda(self) -> bool:
@@ -54,7 +52,7 @@ def make_runtime(
         if dev.index is None:  # "cuda": this process's GPU (LOCAL_RANK under torchrun)
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
-    return Runtime(dev, amp=amp and dev.type == "cuda", channels_last=channels_last, compile=compile)
+    return Runtime(dev, amp=amp, channels_last=channels_last, compile=compile)
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
