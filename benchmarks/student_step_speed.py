@@ -78,25 +78,24 @@ def main() -> None:
     from geodistill.runtime import machine
 
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    res: dict[str, list[float]] = {}
+    res: dict[tuple, list[float]] = {}
     for _ in range(args.rounds):
         for p, c, cl in SETTINGS:
             cmd = [sys.executable, __file__, "--one", p, str(int(c)), str(int(cl))]
             cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             s = json.loads(out.strip().splitlines()[-1])["s_per_step"]
-            res.setdefault(f"{p} compile={int(c)} channels_last={int(cl)}", []).append(s)
+            res.setdefault((p, c, cl), []).append(s)
             print(f"{p} compile={c} channels_last={cl}: {1000 * s:.1f} ms/step", flush=True)
-    base = statistics.median(res["fp32 compile=0 channels_last=0"])
+    base = statistics.median(res["fp32", False, False])
     rows = [
         "| precision | compile | channels-last | ms / step | images / s | vs fp32 eager |",
         "|---|---|---|---|---|---|",
     ]
-    for k, v in res.items():
-        p, c, cl = (part.split("=")[-1] for part in k.split())
+    for (p, c, cl), v in res.items():
         s = statistics.median(v)
         rows.append(
-            f"| {p} | {'yes' if c == '1' else 'no'} | {'yes' if cl == '1' else 'no'} | {1000 * s:.1f} "
+            f"| {p} | {'yes' if c else 'no'} | {'yes' if cl else 'no'} | {1000 * s:.1f} "
             f"| {50 / s:.0f} | {base / s:.2f}x |"
         )
     cmd = "python benchmarks/student_step_speed.py " + " ".join(sys.argv[1:])
@@ -105,7 +104,7 @@ def main() -> None:
         "machine": machine(),
         "started": start,
         "threads": args.threads,
-        "s_per_step": res,
+        "s_per_step": {f"{p} compile={int(c)} channels_last={int(cl)}": v for (p, c, cl), v in res.items()},
     }
     out = Path("benchmarks/results")
     (out / "student_step_speed.json").write_text(json.dumps(meta, indent=2))
