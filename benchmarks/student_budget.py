@@ -57,6 +57,7 @@ def train_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from geodistill.config import DataConfig, EvalConfig
     from geodistill.distilled import DistilledSet
+    from geodistill.evaluate.metrics import accuracy
     from geodistill.evaluate.student import train_student
     from geodistill.models import load_checkpoint
     from geodistill.pipeline import load_data
@@ -66,8 +67,12 @@ def train_one(job: dict) -> dict:
     if (job["data"], job["teacher"]) not in _LOADED:  # once per worker process
         data = load_data(DataConfig(source=job["data"], val_fraction=0.1, val_seed=0))
         teacher, _ = load_checkpoint(job["teacher"], class_names=data.class_names)
-        _LOADED[job["data"], job["teacher"]] = data, rt.prepare(teacher)
-    data, teacher = _LOADED[job["data"], job["teacher"]]
+        # the teacher's own top-1 on each split, in float32, for the recovery column
+        fp32 = make_runtime("cpu")
+        t1 = {sp: accuracy(teacher, *data.split(sp), fp32, to_float=data.float)[0] for sp in ("val", "test")}
+        _LOADED[job["data"], job["teacher"]] = data, rt.prepare(teacher), t1
+    data, teacher, teacher_top1 = _LOADED[job["data"], job["teacher"]]
+    teacher_top1 = teacher_top1[job["split"]]
     ds = DistilledSet.load(job["set_dir"])
     fields = {
         "epochs": job["epochs"],
@@ -77,7 +82,11 @@ def train_one(job: dict) -> dict:
     }
     cfg = EvalConfig(**fields, **job["eval"])
     _, run = train_student(ds, teacher, data, cfg, rt, seed=job["seed"])
-    return {**{k: job[k] for k in ("set", "lr", "batch_size", "epochs", "seed", "amp")}, **run}
+    return {
+        **{k: job[k] for k in ("set", "lr", "batch_size", "epochs", "seed", "amp")},
+        **run,
+        "teacher_top1": teacher_top1,
+    }
 
 
 def key(r: dict) -> tuple:
@@ -89,9 +98,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         groups.setdefault(key(r)[:-1], []).append(r)
     lines = [
-        "| set | precision | lr | batch | epochs | steps | top-1 (%) mean ± std | seeds "
-        "| change from half the budget | converged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| set | precision | lr | batch | epochs | steps | top-1 (%) mean ± std | top-5 (%) | recovery "
+        "| seeds | change from half the budget | converged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     stats = {}
     for g in sorted(groups):
@@ -105,10 +114,15 @@ def table(rows: list[dict]) -> str:
             delta = f"{m - hm:+.2f}"
             stds = [v for v in (s, hs) if v == v]  # a single-seed row has no std
             conv = "yes" if stds and abs(m - hm) < max(stds) else "no"
-        steps = groups[g][0]["steps"]
+        rs = groups[g]
+        top5 = f"{statistics.mean(100 * r['top5'] for r in rs):.2f}"
+        # recovery = mean student top-1 / the teacher's top-1 on the same split (rows written
+        # before the teacher's accuracy was recorded have none)
+        t1 = [r["teacher_top1"] for r in rs if "teacher_top1" in r]
+        rec = f"{m / (100 * statistics.mean(t1)):.3f}" if t1 else "—"
         lines.append(
-            f"| {g[0]} | {'bf16' if g[1] else 'fp32'} | {g[2]:g} | {g[3]} | {g[4]} | {steps} "
-            f"| {m:.2f}{f' ± {s:.2f}' if n > 1 else ''} | {n} | {delta} | {conv} |"
+            f"| {g[0]} | {'bf16' if g[1] else 'fp32'} | {g[2]:g} | {g[3]} | {g[4]} | {rs[0]['steps']} "
+            f"| {m:.2f}{f' ± {s:.2f}' if n > 1 else ''} | {top5} | {rec} | {n} | {delta} | {conv} |"
         )
     return "\n".join(lines)
 
