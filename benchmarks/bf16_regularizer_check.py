@@ -35,12 +35,18 @@ REGS = ("none", "curvature", "curvature-simple", "gradnorm")
 
 
 def step_grad(model: torch.nn.Module, x, y, reg: str, bf16: bool) -> tuple[torch.Tensor, float]:
-    """Flattened parameter gradient of one squeeze objective and the regularizer's value."""
+    """Flattened parameter gradient of one squeeze objective and the regularizer's value. The
+    model's BatchNorm running statistics are restored afterwards: the train-mode forward updates
+    them and the regularizer reads them, so every call must start from the same ones."""
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
     model.zero_grad(set_to_none=True)
     model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss, _, parts = objective(model, x, y, reg, lam=DEFAULT_LAMBDA.get(reg, 0.0), h=3.0)
     loss.backward()
+    with torch.no_grad():
+        for k, v in model.named_buffers():
+            v.copy_(buffers[k])
     grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     return grad, parts.get("reg", float("nan"))
 
