@@ -35,7 +35,7 @@ REGS = (
 ARCHS = ("convnet3", "resnet18")
 
 
-def one(arch: str, reg: str, steps: int) -> None:
+def one(arch: str, reg: str, steps: int, precision: str = "fp32") -> None:
     import torch
 
     from geodistill.models import create_model
@@ -50,7 +50,8 @@ def one(arch: str, reg: str, steps: int) -> None:
     for i in range(steps + 1):  # the first step warms up allocators and kernels
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(i)
-        loss, _, _ = objective(m, x, y, reg, generator=g, fraction=float(frac or 1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss, _, _ = objective(m, x, y, reg, generator=g, fraction=float(frac or 1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -67,18 +68,26 @@ def main() -> None:
     ap.add_argument(
         "--note", default="the machine was otherwise idle", help="load on the machine, for the report"
     )
-    ap.add_argument("--one", nargs=2, metavar=("ARCH", "REG"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=("fp32", "bf16"),
+        help="bf16: the step under CPU bfloat16 autocast (geodistill --amp)",
+    )
+    ap.add_argument("--name", default="regularizer_cost", help="results file stem under benchmarks/results")
+    ap.add_argument("--one", nargs=3, metavar=("ARCH", "REG", "PRECISION"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        return one(*args.one, args.steps)
+        return one(*args.one[:2], args.steps, args.one[2])
     from geodistill.runtime import machine, versions
 
-    raw: dict = {f"{a}/{r}": [] for a in args.archs for r in REGS}
+    raw: dict = {f"{a}/{r}/{p}": [] for a in args.archs for r in REGS for p in args.precision}
     for _ in range(args.rounds):
         for key in raw:
-            a, r = key.split("/")
+            a, r, prec = key.split("/")
             out = subprocess.run(
-                [sys.executable, __file__, "--one", a, r, "--steps", str(args.steps)],
+                [sys.executable, __file__, "--one", a, r, prec, "--steps", str(args.steps)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -99,7 +108,7 @@ def main() -> None:
         "rows": rows,
     }
     res = Path("benchmarks/results")
-    (res / "regularizer_cost.json").write_text(json.dumps(result, indent=2))
+    (res / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# Squeeze cost per regularizer on the CPU (CIFAR-10 shapes: 3x32x32, batch 128)",
         "",
@@ -108,18 +117,22 @@ def main() -> None:
         f"Date: {result['date']}. Median of {args.rounds} interleaved rounds x {args.steps} steps "
         f"({args.note}).",
         "",
-        "| model | regularizer | s/step | s/epoch (352 steps) | x plain | peak RSS GiB |",
-        "|---|---|---|---|---|---|",
+        "| model | precision | regularizer | s/step | s/epoch (352 steps) | x plain (same precision) "
+        "| x plain fp32 | peak RSS GiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for a in args.archs:
-        base = rows[f"{a}/none"]["seconds_per_step"]
-        for r in REGS:
-            v = rows[f"{a}/{r}"]
-            lines.append(
-                f"| {a} | {r} | {v['seconds_per_step']:.2f} | {352 * v['seconds_per_step']:.0f} | "
-                f"{v['seconds_per_step'] / base:.1f} | {v['peak_rss_gib']:.2f} |"
-            )
-    (res / "regularizer_cost.md").write_text("\n".join(lines) + "\n")
+        for prec in args.precision:
+            base = rows[f"{a}/none/{prec}"]["seconds_per_step"]
+            fp32 = rows.get(f"{a}/none/fp32", {}).get("seconds_per_step")
+            for r in REGS:
+                v = rows[f"{a}/{r}/{prec}"]
+                sec = v["seconds_per_step"]
+                lines.append(
+                    f"| {a} | {prec} | {r} | {sec:.2f} | {352 * sec:.0f} | {sec / base:.1f} | "
+                    f"{f'{sec / fp32:.1f}' if fp32 else '—'} | {v['peak_rss_gib']:.2f} |"
+                )
+    (res / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
