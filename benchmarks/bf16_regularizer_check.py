@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from geodistill.config import DataConfig
 from geodistill.models import create_model, load_checkpoint
 from geodistill.pipeline import load_data
-from geodistill.runtime import machine, versions
+from geodistill.runtime import machine, make_runtime, versions
 from geodistill.teacher.regularizers import DEFAULT_LAMBDA, objective
 
 REGS = ("none", "curvature", "curvature-simple", "gradnorm")
@@ -41,7 +41,7 @@ def step_grad(model: torch.nn.Module, x, y, reg: str, bf16: bool) -> tuple[torch
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     model.zero_grad(set_to_none=True)
     model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with make_runtime("cpu", amp=bf16).autocast():
         loss, _, parts = objective(model, x, y, reg, lam=DEFAULT_LAMBDA.get(reg, 0.0), h=3.0)
     loss.backward()
     with torch.no_grad():

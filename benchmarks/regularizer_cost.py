@@ -39,7 +39,10 @@ def one(arch: str, reg: str, steps: int, precision: str = "fp32") -> None:
     import torch
 
     from geodistill.models import create_model
+    from geodistill.runtime import make_runtime
     from geodistill.teacher.regularizers import objective
+
+    rt = make_runtime("cpu", amp=precision == "bf16")
 
     torch.manual_seed(0)
     m = create_model(arch, num_classes=10, in_chans=3, image_size=32, mean=[0.49, 0.48, 0.45], std=[0.25] * 3)
@@ -50,7 +53,7 @@ def one(arch: str, reg: str, steps: int, precision: str = "fp32") -> None:
     for i in range(steps + 1):  # the first step warms up allocators and kernels
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(i)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with rt.autocast():
             loss, _, _ = objective(m, x, y, reg, generator=g, fraction=float(frac or 1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
