@@ -8,6 +8,10 @@ defaults chosen on that split are chosen on unseen images.
     python benchmarks/train_teacher.py --regularizer curvature --reg-fraction 0.25  # cheaper
     python benchmarks/train_teacher.py --regularizer curvature --epochs 3 --lr 0.01 \
         --init benchmarks/cache/cifar10-convnet3-plain.safetensors        # GUARD, fine-tuned
+
+``--precision bf16`` trains under bfloat16 autocast (on a CPU with bf16 instructions a
+quarter-batch curvature epoch takes ~165 s instead of ~296 s); the script prints the teacher's
+validation top-1, the number to choose settings by, next to its test top-1.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import torch
 
 from geodistill.config import DataConfig, SqueezeConfig
+from geodistill.evaluate.metrics import accuracy
 from geodistill.pipeline import load_data, squeeze_stage
 from geodistill.runtime import machine, make_runtime
 
@@ -31,6 +36,7 @@ ap.add_argument("--reg-h", type=float, default=3.0)
 ap.add_argument("--reg-fraction", type=float, default=1.0, help="share of each batch the regularizer sees")
 ap.add_argument("--lr", type=float, default=0.05)
 ap.add_argument("--init", default=None, help="fine-tune these weights instead of training from scratch")
+ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast (--amp)")
 ap.add_argument("--out", default=None)
 args = ap.parse_args()
 
@@ -40,7 +46,7 @@ if args.reg_fraction != 1.0:
 if args.init:
     name += f"-ft{args.epochs}"
 out = Path(args.out or f"benchmarks/cache/cifar10-convnet3-{name}.safetensors")
-rt = make_runtime("auto")
+rt = make_runtime("auto", amp=args.precision == "bf16")
 data = load_data(DataConfig(source=args.data, val_fraction=0.1, val_seed=0))
 cfg = SqueezeConfig(
     arch="convnet3",
@@ -54,8 +60,11 @@ cfg = SqueezeConfig(
     reg_fraction=args.reg_fraction,
 )
 model, meta = squeeze_stage(data, cfg, rt, out, resume=True, log=lambda s: print(s, flush=True))
+xv, yv = data.split("val")
 info = {
     "top1_test": meta["top1"],
+    "top1_val": accuracy(model, xv, yv, make_runtime(rt.device.type), to_float=data.float)[0],
+    "precision": args.precision,
     "seconds_per_epoch": meta.get("seconds_per_epoch"),
     "threads": torch.get_num_threads(),
     "machine": machine(),
