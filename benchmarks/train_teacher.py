@@ -43,6 +43,8 @@ args = ap.parse_args()
 name = "plain" if args.regularizer == "none" else args.regularizer
 if args.reg_fraction != 1.0:
     name += f"-frac{args.reg_fraction:g}"
+if args.regularizer != "none" and args.reg_h != 3.0:  # the committed h 3 teacher keeps its name
+    name += f"-h{args.reg_h:g}"
 if args.init:
     name += f"-ft{args.epochs}"
 out = Path(args.out or f"benchmarks/cache/cifar10-convnet3-{name}.safetensors")
