@@ -9,7 +9,7 @@ export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-1000000000000} MALLOC_TO
 if [ "$1" = "--evaluate" ]; then
   name=$2; shift 2
   out=runs/bench/$name
-  cmd="geodistill evaluate $* --out $out --overwrite"
+  cmd="geodistill evaluate $* --out $out --resume"  # finished students and teacher scores are kept
 else
   cfg=$1; shift
   name=$(basename "$cfg" .yaml)

@@ -34,6 +34,7 @@ ap.add_argument("--split", default="val", choices=("val", "test"))
 ap.add_argument("--epochs", type=int, nargs="+", required=True)
 ap.add_argument("--lr", type=float, nargs="+", default=[0.001])
 ap.add_argument("--batch-size", type=int, nargs="+", default=[50])
+ap.add_argument("--views", type=int, nargs="+", default=[1], help="augmented views per image per step")
 ap.add_argument("--seeds", type=int, default=3)
 ap.add_argument("--workers", type=int, default=2)
 ap.add_argument("--compile", action="store_true", help="torch.compile the students (geodistill --compile)")
@@ -77,19 +78,28 @@ def train_one(job: dict) -> dict:
         "epochs": job["epochs"],
         "lr": job["lr"],
         "batch_size": job["batch_size"],
+        "views": job["views"],
         "split": job["split"],
     }
     cfg = EvalConfig(**fields, **job["eval"])
     _, run = train_student(ds, teacher, data, cfg, rt, seed=job["seed"])
     return {
-        **{k: job[k] for k in ("set", "lr", "batch_size", "epochs", "seed", "amp")},
+        **{k: job[k] for k in ("set", "lr", "batch_size", "views", "epochs", "seed", "amp")},
         **run,
         "teacher_top1": teacher_top1[job["split"]],
     }
 
 
 def key(r: dict) -> tuple:
-    return (r["set"], r.get("amp", False), r["lr"], r["batch_size"], r["epochs"], r["seed"])
+    return (
+        r["set"],
+        r.get("amp", False),
+        r["lr"],
+        r["batch_size"],
+        r.get("views", 1),
+        r["epochs"],
+        r["seed"],
+    )
 
 
 def table(rows: list[dict]) -> str:
@@ -97,16 +107,16 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         groups.setdefault(key(r)[:-1], []).append(r)
     lines = [
-        "| set | precision | lr | batch | epochs | steps | top-1 (%) mean ± std | top-5 (%) | recovery "
-        "| seeds | change from half the budget | converged |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| set | precision | lr | batch | views | epochs | steps | top-1 (%) mean ± std | top-5 (%) "
+        "| recovery | seeds | change from half the budget | converged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     stats = {}
     for g in sorted(groups):
         acc = [100 * r["top1"] for r in groups[g]]
         stats[g] = (statistics.mean(acc), statistics.stdev(acc) if len(acc) > 1 else float("nan"), len(acc))
     for g, (m, s, n) in stats.items():
-        half = (*g[:4], g[4] // 2)
+        half = (*g[:5], g[5] // 2)
         delta, conv = "", ""
         if half in stats:
             hm, hs, _ = stats[half]
@@ -120,7 +130,8 @@ def table(rows: list[dict]) -> str:
         t1 = [r["teacher_top1"] for r in rs if "teacher_top1" in r]
         rec = f"{m / (100 * statistics.mean(t1)):.3f}" if t1 else "—"
         lines.append(
-            f"| {g[0]} | {'bf16' if g[1] else 'fp32'} | {g[2]:g} | {g[3]} | {g[4]} | {rs[0]['steps']} "
+            f"| {g[0]} | {'bf16' if g[1] else 'fp32'} | {g[2]:g} | {g[3]} | {g[4]} | {g[5]} "
+            f"| {rs[0]['steps']} "
             f"| {m:.2f}{f' ± {s:.2f}' if n > 1 else ''} | {top5} | {rec} | {n} | {delta} | {conv} |"
         )
     return "\n".join(lines)
@@ -144,6 +155,7 @@ def main() -> None:
             "set_dir": d,
             "lr": lr,
             "batch_size": bs,
+            "views": views,
             "epochs": ep,
             "seed": seed,
             "eval": extra,
@@ -158,6 +170,7 @@ def main() -> None:
         for name, d in sets.items()
         for lr in args.lr
         for bs in args.batch_size
+        for views in args.views
         for seed in range(args.seeds)
         for prec in args.precision
     ]
@@ -171,7 +184,7 @@ def main() -> None:
             with log.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             print(
-                f"{r['set']}{' bf16' if r['amp'] else ''} lr {r['lr']:g} bs {r['batch_size']} "
+                f"{r['set']}{' bf16' if r['amp'] else ''} lr {r['lr']:g} bs {r['batch_size']} x{r['views']} "
                 f"{r['epochs']} ep seed {r['seed']}: "
                 f"{100 * r['top1']:.2f} ({r['seconds']:.0f} s)",
                 flush=True,

@@ -50,7 +50,7 @@ def test_run_writes_metrics_report_grid_and_resolved_config(tmp_path, tiny_cfg):
     assert (out / "wmdd" / "distilled.safetensors").stat().st_mtime_ns == before
 
 
-def test_stage_by_stage(tmp_path, capsys):
+def test_stage_by_stage(tmp_path, capsys, monkeypatch):
     t = tmp_path / "teacher.safetensors"
     common = ["--data", "digits", "--image-size", "8", "--device", "cpu", "--quiet"]
     assert main(["squeeze", *common, "--arch", "convnet-tiny", "--epochs", "2", "--out", str(t)]) == 0
@@ -94,6 +94,17 @@ def test_stage_by_stage(tmp_path, capsys):
     )
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert list(m["methods"]) == ["mine"]
+    # evaluate --resume retrains no finished student and does not score the teacher again
+    import geodistill.evaluate.student as st
+    import geodistill.pipeline as pl
+
+    monkeypatch.setattr(st, "train_student", lambda *a, **k: pytest.fail("a finished student was retrained"))
+    monkeypatch.setattr(pl, "accuracy", lambda *a, **k: pytest.fail("the teacher was scored again"))
+    ev = ["evaluate", *common, "--teacher", str(t), "--distilled", f"mine={tmp_path / 'd'}", "--epochs", "2"]
+    assert main([*ev, "--seeds", "1", "--out", str(tmp_path / "e"), "--resume"]) == 0
+    m2 = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m2["methods"]["mine"]["runs"] == m["methods"]["mine"]["runs"] and m2["teacher"] == m["teacher"]
+    monkeypatch.undo()
     # a teacher for different data is refused before any work
     assert (
         main(

@@ -253,15 +253,19 @@ def test_student_loop_plumbing_memory_check_cutmix_timing_and_callbacks(teacher,
         st, "attack_scores", lambda m, d, c, r, log=None: attacked.append((m, d, c, r)) or {"clean": 1.0}
     )
     ds = select_random(digits, 1, seed=0)  # 10 images
-    cfg = EvalConfig(epochs=1, seeds=2, batch_size=9, cutmix=0.7, attacks=["mim"], max_memory="3GB")
+    cfg = EvalConfig(epochs=1, seeds=2, batch_size=9, views=3, cutmix=0.7, attacks=["mim"], max_memory="3GB")
     t0 = time.perf_counter()
     score = st.evaluate_distilled(ds, teacher.model, digits, cfg, rt, on_student=lambda m, r: seen.append(m))
     wall = time.perf_counter() - t0
     assert checks == [
-        ((teacher.model, digits.image_shape, 9, rt.device, "3GB"),
-         dict(what="student training", hint="lower evaluate.batch_size", models=2)),
-    ]  # fmt: skip
-    assert mixes == [(5, 0.7), (5, 0.7)] * 2  # ceil(10 / 9) = 2 batches of 5, per seed, all mixed
+        (
+            (teacher.model, digits.image_shape, 27, rt.device, "3GB"),
+            dict(what="student training", hint="lower evaluate.batch_size or evaluate.views", models=2),
+        ),
+    ]  # fmt: skip  (9 images x 3 views per step)
+    # ceil(10 / 9) = 2 batches of 5 images, 3 views of each, per seed, all mixed
+    assert mixes == [(15, 0.7), (15, 0.7)] * 2
+    assert [(r["steps"], r["views"], r["batch_size"]) for r in score.runs] == [(2, 3, 9)] * 2
     assert len(seen) == 2 and all(isinstance(m, torch.nn.Module) and not m.training for m in seen)
     assert [a[0] for a in attacked] == seen and all(a[1:] == (digits, cfg, rt) for a in attacked)
     assert 0 < score.seconds <= wall and all(0 < r["seconds"] <= score.seconds for r in score.runs)

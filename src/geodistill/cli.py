@@ -366,7 +366,9 @@ def _dispatch(args, extra) -> int:
     data.split(stage_cfg.split)
     out = prepare_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
     rt = _runtime(args)
-    pipeline.evaluate_stage(rt.prepare(teacher), tmeta, data, sets, stage_cfg, rt, out, log=_logger(args))
+    pipeline.evaluate_stage(
+        rt.prepare(teacher), tmeta, data, sets, stage_cfg, rt, out, resume=args.resume, log=_logger(args)
+    )
     return 0
 
 

@@ -194,6 +194,12 @@ class EvalConfig:
     arch_kwargs: dict = opt({}, "extra architecture arguments for the students")
     epochs: int = opt(300, "student epochs; every image is seen once per epoch", lo=1)
     batch_size: int = opt(50, "images per student step (capped at the set size)", lo=1)
+    views: int = opt(
+        1,
+        "augmented views of each image per step (repeated augmentation): a step trains on views x batch "
+        "crops, each relabelled by the teacher",
+        lo=1,
+    )
     optimizer: str = opt("adamw", "student optimizer", choices=("sgd", "adamw"))
     lr: float = opt(0.001, "student peak learning rate (cosine decay)", lo=0.0)
     weight_decay: float = opt(0.01, "student weight decay", lo=0.0)

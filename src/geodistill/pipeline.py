@@ -352,10 +352,32 @@ def method_dir(name: str) -> str:
 
 
 def teacher_entry(
-    model: Classifier, meta: dict, data: ClassData, cfg: EvalConfig, rt: Runtime, log: Log = print
+    model: Classifier,
+    meta: dict,
+    data: ClassData,
+    cfg: EvalConfig,
+    rt: Runtime,
+    path: Path | None = None,
+    *,
+    resume: bool = False,
+    log: Log = print,
 ) -> dict:
     """The teacher's row: its accuracy on the split the students are scored on (for recovery),
-    its test accuracy as trained, its regularizer and cost, and its robust accuracy."""
+    its test accuracy as trained, its regularizer and cost, and its robust accuracy.
+
+    Saved to ``path``; with ``resume`` a saved row is reused when the teacher and the fields its
+    scores depend on (split, attacks, radii, attacked subset) are unchanged, so that a resumed
+    evaluation does not attack the teacher again."""
+    d = to_dict(cfg)
+    key = {
+        "teacher": meta.get("sha256"),
+        **{k: d[k] for k in ("split", "attacks", "eps", "attack_samples", "seed")},
+    }
+    if resume and path is not None and path.exists():
+        saved = read_json(path)
+        if saved.get("key") == key:
+            log("  resuming evaluation: teacher already scored")
+            return saved["entry"]
     xs, ys = data.split(cfg.split)
     top1, top5 = accuracy(model, xs, ys, rt, to_float=data.float)
     entry = {
@@ -371,6 +393,8 @@ def teacher_entry(
     }
     if cfg.attacks:
         entry["robust"] = attack_scores(model, data, cfg, rt, log=log)
+    if path is not None and current().main:
+        write_json(path, {"key": key, "entry": entry})
     return entry
 
 
@@ -505,7 +529,9 @@ def run_pipeline(
         key = "teacher_guard" if variant == "guard" else "teacher"
         if cfg.evaluate.attacks:
             log(f"{key}: attacks")
-        metrics[key] = teacher_entry(model, meta, data, cfg.evaluate, rt, log=log)
+        metrics[key] = teacher_entry(
+            model, meta, data, cfg.evaluate, rt, out / f"{key}_scores.json", resume=resume, log=log
+        )
         flags += sanity_flags(metrics[key].get("robust", {}), key)
     metrics.setdefault("teacher", metrics.get("teacher_guard"))
     metrics |= {
@@ -532,16 +558,19 @@ def evaluate_stage(
     rt: Runtime,
     out: Path,
     *,
+    resume: bool = False,
     log: Log = print,
 ) -> dict:
-    """Score already distilled sets and write metrics.json / report.md into ``out``."""
+    """Score already distilled sets and write metrics.json / report.md into ``out``; every finished
+    student (``out/<method>/students.json``) and the teacher's scores are saved as they finish, and
+    ``resume`` reuses them."""
     from .report import print_table, write_report
 
     t0 = time.perf_counter()
     methods, flags = score_sets(
-        {k: (v, teacher, tmeta) for k, v in sets.items()}, data, cfg, rt, None, log=log
+        {k: (v, teacher, tmeta) for k, v in sets.items()}, data, cfg, rt, out, resume=resume, log=log
     )
-    tentry = teacher_entry(teacher, tmeta, data, cfg, rt, log=log)
+    tentry = teacher_entry(teacher, tmeta, data, cfg, rt, out / "teacher_scores.json", resume=resume, log=log)
     flags += sanity_flags(tentry.get("robust", {}), "teacher")
     metrics = {
         "dataset": data.name,

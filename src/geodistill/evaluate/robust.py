@@ -29,7 +29,10 @@ ATTACK_CONFIG = {
     "start (geodistill's; not in GUARD)",
     "square": "torchattacks.Square, L∞, 5000 queries, p_init 0.8, 1 restart (torchattacks' defaults, "
     "as GUARD)",
-    "autoattack": "torchattacks.AutoAttack, L∞, version 'standard' (APGD-CE, APGD-T, FAB-T, Square)",
+    "autoattack": "torchattacks.AutoAttack, L∞, version 'standard' with torchattacks' defaults, as GUARD "
+    "calls it: APGD-CE (10 steps), APGD-T (10 steps, 9 target classes), FAB-T (10 steps, 9 targets), "
+    "Square (5000 queries), 1 restart each, each on the points the previous ones left; Croce & Hein's "
+    "reference AutoAttack uses 100 steps",
     "cw": "torchattacks.CW (L2), c = 1e-4, κ = 0, 50 steps, lr 0.01 (GUARD's); unbounded L2, so ε does not "
     "apply and it is run once",
 }

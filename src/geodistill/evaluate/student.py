@@ -113,10 +113,11 @@ def train_student(
     log: Callable[[str], None] = lambda s: None,
 ) -> tuple[Classifier, dict]:
     """Train one student with seed ``seed`` by KD from ``teacher`` on ``ds``; score it on
-    ``cfg.split``. Every epoch visits every image once, in ``ceil(n / batch)`` near-equal batches.
+    ``cfg.split``. Every epoch visits every image once, in ``ceil(n / batch)`` near-equal batches;
+    with ``cfg.views`` k > 1 each batch holds k independently augmented copies of its images.
 
     Returns the student and ``{"seed", "arch", "top1", "top5", "steps", "epochs", "batch_size",
-    "seconds"}``.
+    "views", "seconds"}``.
     """
     t0 = time.perf_counter()
     arch = arch or teacher.arch
@@ -136,6 +137,7 @@ def train_student(
     fwd_student, fwd_teacher = rt.compiled(student), rt.compiled(teacher)
     with progress(f"student {arch} seed {seed}", steps, log, unit="step", lines=1) as bar:
         for idx in _batches(n, per_epoch, cfg.epochs, g):
+            idx = idx.repeat(cfg.views)  # crops, flips and CutMix are drawn per copy below
             x = images[idx].to(rt.device)
             w = weights[idx].to(rt.device)
             x = random_resized_crop(x, scale=tuple(cfg.crop_scale), hflip=data.hflip, generator=g)
@@ -156,7 +158,13 @@ def train_student(
     xs, ys = data.split(cfg.split)
     top1, top5 = accuracy(student, xs, ys, rt, to_float=data.float)
     run = {"seed": seed, "arch": arch, "top1": top1, "top5": top5, "split": cfg.split}
-    run |= {"steps": steps, "epochs": cfg.epochs, "batch_size": bs, "seconds": time.perf_counter() - t0}
+    run |= {
+        "steps": steps,
+        "epochs": cfg.epochs,
+        "batch_size": bs,
+        "views": cfg.views,
+        "seconds": time.perf_counter() - t0,
+    }
     return student, run
 
 
@@ -186,11 +194,11 @@ def evaluate_distilled(
     check_batch_fits(
         teacher,
         data.image_shape,
-        min(cfg.batch_size, len(ds.labels)),
+        min(cfg.batch_size, len(ds.labels)) * cfg.views,
         rt.device,
         cfg.max_memory,
         what="student training",
-        hint="lower evaluate.batch_size",
+        hint="lower evaluate.batch_size or evaluate.views",
         models=2,
     )
     t0 = time.perf_counter()
