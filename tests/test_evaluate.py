@@ -279,3 +279,21 @@ def test_student_loop_plumbing_memory_check_cutmix_timing_and_callbacks(teacher,
         teacher.model, digits, EvalConfig(epochs=2, batch_size=5, cutmix=1.0), rt, seed=0,
     )  # fmt: skip
     assert mixes == [(2, 1.0), (2, 1.0)]  # a single image is never mixed with itself
+
+
+def test_resumed_scores_are_reused_only_for_the_same_dataset(teacher, digits, rt, tmp_path):
+    import dataclasses
+
+    from geodistill.pipeline import evaluate_resumable, teacher_entry
+
+    ds = select_random(digits, 2, seed=0)
+    cfg = EvalConfig(epochs=1, seeds=1, batch_size=20)
+    other = dataclasses.replace(digits, name="other-digits")
+    meta = {"sha256": "abc"}
+    for data, reused in ((digits, False), (digits, True), (other, False)):
+        logs: list[str] = []
+        evaluate_resumable(ds, teacher.model, meta, data, cfg, rt, tmp_path, resume=True, log=logs.append)
+        assert any("resuming" in s for s in logs) == reused, (data.name, logs)
+        logs = []
+        teacher_entry(teacher.model, meta, data, cfg, rt, tmp_path / "t.json", resume=True, log=logs.append)
+        assert any("resuming" in s for s in logs) == reused, (data.name, logs)

@@ -291,13 +291,15 @@ def evaluate_resumable(
     log: Log = print,
 ):
     """Evaluate, recording each finished student in ``folder/students.json`` so that a resumed
-    run does not retrain it (entries are keyed by the eval config, student, teacher and images)."""
+    run does not retrain it (entries are keyed by the eval config, student, teacher, images and
+    the dataset the students are scored on)."""
     path = folder / "students.json" if folder is not None else None
     key = {
         "evaluate": to_dict(cfg),
         "student": arch,
         "teacher": tmeta.get("sha256"),
         "images": hashlib.sha256(ds.images.numpy().tobytes()).hexdigest(),
+        "data": {"name": data.name, "val_split": data.val_spec},
     }
     runs: list[dict] = []
     if resume and path is not None and path.exists():
@@ -365,12 +367,13 @@ def teacher_entry(
     """The teacher's row: its accuracy on the split the students are scored on (for recovery),
     its test accuracy as trained, its regularizer and cost, and its robust accuracy.
 
-    Saved to ``path``; with ``resume`` a saved row is reused when the teacher and the fields its
-    scores depend on (split, attacks, radii, attacked subset) are unchanged, so that a resumed
+    Saved to ``path``; with ``resume`` a saved row is reused when the teacher, the dataset and the
+    fields its scores depend on (split, attacks, radii, attacked subset) are unchanged, so that a resumed
     evaluation does not attack the teacher again."""
     d = to_dict(cfg)
     key = {
         "teacher": meta.get("sha256"),
+        "data": {"name": data.name, "val_split": data.val_spec},
         **{k: d[k] for k in ("split", "attacks", "eps", "attack_samples", "seed")},
     }
     if resume and path is not None and path.exists():
