@@ -299,7 +299,7 @@ def evaluate_resumable(
         "student": arch,
         "teacher": tmeta.get("sha256"),
         "images": hashlib.sha256(ds.images.numpy().tobytes()).hexdigest(),
-        "data": {"name": data.name, "val_split": data.val_spec},
+        "data": data.summary(),
     }
     runs: list[dict] = []
     if resume and path is not None and path.exists():
@@ -373,7 +373,7 @@ def teacher_entry(
     d = to_dict(cfg)
     key = {
         "teacher": meta.get("sha256"),
-        "data": {"name": data.name, "val_split": data.val_spec},
+        "data": data.summary(),
         **{k: d[k] for k in ("split", "attacks", "eps", "attack_samples", "seed")},
     }
     if resume and path is not None and path.exists():
