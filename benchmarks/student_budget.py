@@ -12,12 +12,17 @@ between them.
         --epochs 1200 2400 4800 --lr 0.001 0.003 --seeds 3 --batch-size 10
 
 Writes ``benchmarks/results/NAME.md`` and ``NAME/metrics.json`` with the command, machine and dates.
+
+On a GPU machine that cannot read the ImageFolder data, export the scored split here first
+(``--export-data runs/gpu/cifar10-val.safetensors``: the validation split, one training image
+per class, no test split; 15 MB for CIFAR-10) and pass ``--data classdata:THAT_FILE --device cuda``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -26,12 +31,22 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-ap.add_argument("name")
-ap.add_argument("--data", default="folder:../shared/datasets/cifar10")
-ap.add_argument("--teacher", required=True)
-ap.add_argument("--sets", nargs="+", required=True, help="NAME=DIR distilled sets")
+ap.add_argument("name", nargs="?", help="the run's name (runs/bench/NAME, benchmarks/results/NAME.md)")
+ap.add_argument(
+    "--data",
+    default="folder:../shared/datasets/cifar10",
+    help="a geodistill dataset spec, or classdata:FILE written by --export-data",
+)
+ap.add_argument("--device", default="cpu", help="cpu or cuda (workers share the one GPU)")
+ap.add_argument(
+    "--export-data",
+    metavar="FILE",
+    help="write --data's validation split (with one training image per class) to FILE and exit",
+)
+ap.add_argument("--teacher")
+ap.add_argument("--sets", nargs="+", help="NAME=DIR distilled sets")
 ap.add_argument("--split", default="val", choices=("val", "test"))
-ap.add_argument("--epochs", type=int, nargs="+", required=True)
+ap.add_argument("--epochs", type=int, nargs="+")
 ap.add_argument("--lr", type=float, nargs="+", default=[0.001])
 ap.add_argument("--batch-size", type=int, nargs="+", default=[50])
 ap.add_argument("--views", type=int, nargs="+", default=[1], help="augmented views per image per step")
@@ -52,27 +67,60 @@ ap.add_argument("--eval", default="", help="extra EvalConfig fields as JSON, e.g
 _LOADED: dict = {}
 
 
+def load_scored_data(spec: str):
+    """``--data`` with the validation split carved as in every benchmark (10 %, seed 0), or a
+    ``classdata:FILE`` written by ``--export-data`` (which already holds that split)."""
+    from geodistill.config import DataConfig
+    from geodistill.data import ClassData
+    from geodistill.pipeline import load_data
+
+    if spec.startswith("classdata:"):
+        return ClassData.load(spec.partition(":")[2])
+    return load_data(DataConfig(source=spec, val_fraction=0.1, val_seed=0))
+
+
+def export_data(spec: str, path: str) -> None:
+    """Save the validation split of ``spec`` with one training image per class (``ClassData``
+    needs every class in train) and an empty test split: what a student scored on val needs."""
+    import dataclasses
+
+    import torch
+
+    data = load_scored_data(spec)
+    first = torch.stack([data.class_indices(c)[0] for c in range(data.num_classes)])
+    small = dataclasses.replace(
+        data,
+        x_train=data.x_train[first],
+        y_train=data.y_train[first],
+        x_test=data.x_test[:0],
+        y_test=data.y_test[:0],
+    )
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    small.save(path)
+    print(f"{path}: {small.summary()}")
+
+
 def train_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from geodistill.config import DataConfig, EvalConfig
+    from geodistill.config import EvalConfig
     from geodistill.distilled import DistilledSet
     from geodistill.evaluate.metrics import accuracy
     from geodistill.evaluate.student import train_student
     from geodistill.models import load_checkpoint
-    from geodistill.pipeline import load_data
     from geodistill.runtime import make_runtime
 
-    rt = make_runtime("cpu", amp=job["amp"], compile=job["compile"])
+    rt = make_runtime(job["device"], amp=job["amp"], compile=job["compile"])
     if (job["data"], job["teacher"]) not in _LOADED:  # once per worker process
-        data = load_data(DataConfig(source=job["data"], val_fraction=0.1, val_seed=0))
+        data = load_scored_data(job["data"])
         teacher, _ = load_checkpoint(job["teacher"], class_names=data.class_names)
         _LOADED[job["data"], job["teacher"]] = data, rt.prepare(teacher), {}
     data, teacher, teacher_top1 = _LOADED[job["data"], job["teacher"]]
     if job["split"] not in teacher_top1:  # the teacher's own top-1, float32, for the recovery column
         xs, ys = data.split(job["split"])
-        teacher_top1[job["split"]] = accuracy(teacher, xs, ys, make_runtime("cpu"), to_float=data.float)[0]
+        rt32 = make_runtime(job["device"])
+        teacher_top1[job["split"]] = accuracy(teacher, xs, ys, rt32, to_float=data.float)[0]
     ds = DistilledSet.load(job["set_dir"])
     fields = {
         "epochs": job["epochs"],
@@ -141,6 +189,16 @@ def main() -> None:
     args = ap.parse_args()
     from geodistill.runtime import machine
 
+    if args.export_data:
+        export_data(args.data, args.export_data)
+        return
+    need = ("name", "teacher", "sets", "epochs")
+    missing = [k if k == "name" else f"--{k}" for k in need if not getattr(args, k)]
+    if missing:
+        ap.error(f"the following arguments are required: {', '.join(missing)}")
+    if args.data.startswith("classdata:") and args.split != "val":
+        ap.error(f"{args.data} holds only the validation split; use --split val")
+
     out = Path("runs/bench") / args.name
     out.mkdir(parents=True, exist_ok=True)
     log = out / "students.jsonl"
@@ -163,6 +221,7 @@ def main() -> None:
             "teacher": args.teacher,
             "split": args.split,
             "threads": threads,
+            "device": args.device,
             "compile": args.compile,
             "amp": prec == "bf16",
         }
@@ -177,7 +236,8 @@ def main() -> None:
     todo = [] if args.report_only else [j for j in jobs if key(j) not in have]
     start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"{len(jobs) - len(todo)} students done, {len(todo)} to train ({args.workers} at once)", flush=True)
-    with ProcessPoolExecutor(args.workers) as pool:
+    # spawned workers (CUDA cannot run in a forked child), on the CPU too so both take one path
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for fut in as_completed([pool.submit(train_one, j) for j in todo]):
             r = fut.result()
             done.append(r)

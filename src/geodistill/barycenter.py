@@ -18,7 +18,6 @@ Shapes: ``features [n, d]`` → ``atoms [k, d]``, ``weights [k]`` (sum 1), float
 from __future__ import annotations
 
 import numpy as np
-import ot
 import torch
 
 METHODS = ("exact", "fast", "sliced")
@@ -36,6 +35,8 @@ def _as_tensor(features) -> torch.Tensor:
 def w2_cost(features, atoms, weights=None) -> float:
     """Exact :math:`W_2^2` between the uniform measure on ``features [n, d]`` and
     ``sum_j weights[j] δ(atoms[j])`` (uniform weights when ``None``)."""
+    import ot  # POT is imported where it is used: training students needs none of it
+
     x, y = _as_tensor(features).numpy(), _as_tensor(atoms).numpy()
     b = np.full(len(y), 1 / len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
     b = b / b.sum()
@@ -107,6 +108,8 @@ def _reseed_empty(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, dist: tor
 
 
 def _exact(x, k, weighted, g, max_iter, tol):
+    import ot
+
     n = len(x)
     y = x[torch.randperm(n, generator=g)[:k]].clone()
     a = np.full(n, 1 / n)
@@ -219,6 +222,8 @@ def _fast(x, k, weighted, g, max_iter, tol):
 
 def _balanced_refine(x, y, max_iter, tol):
     """Alternate exact balanced assignment (OT to uniform atoms) and centroid updates."""
+    import ot
+
     n, k = len(x), len(y)
     a, b = np.full(n, 1 / n), np.full(k, 1 / k)
     xn = x.numpy()
