@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = [
             f"{row['cells'][k][0]} [{ref[row['cells'][k][1]]}]" if k in row["cells"] else "—" for k in attacks
         ]
-        lines.append(
-            f"| {label} | `{names.get(sha, sha[:12])}` | {'—' if label == 'teacher' else n} | {t1} [{ref[f]}] | " + " | ".join(cells) + " |"
-        )
+        seeds = "—" if label == "teacher" else n
+        head = f"| {label} | `{names.get(sha, sha[:12])}` | {seeds} | {t1} [{ref[f]}] | "
+        lines.append(head + " | ".join(cells) + " |")
     again = [
         f"- {label}: {t1} ({n} seeds) in [{ref[f]}] again"
         for (label, _), row in rows.items()
