@@ -16,24 +16,20 @@ Writes ``benchmarks/results/NAME.md``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
+from students_table import mean_std  # this folder is on sys.path when run as a script
+
+from geodistill.models.registry import file_sha256
 from geodistill.runtime import machine
-
-
-def mean_std(values: list[float]) -> str:
-    m = 100 * statistics.mean(values)
-    return f"{m:.2f} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else f"{m:.2f}"
 
 
 def teacher_names(cache: Path = Path("benchmarks/cache")) -> dict[str, str]:
     """sha256 of each committed teacher → its file name."""
-    return {hashlib.sha256(p.read_bytes()).hexdigest(): p.name for p in sorted(cache.glob("*.safetensors"))}
+    return {file_sha256(p): p.name for p in sorted(cache.glob("*.safetensors"))}
 
 
 PROTOCOL = ("split", "attack_samples", "epochs", "batch_size", "temperature", "seed")
