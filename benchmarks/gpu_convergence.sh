@@ -4,7 +4,7 @@
 # 3 seeds, doubling budgets) on CUDA, resumably, and copies what finished to $OUT.
 #
 # Prepare here, once (the GPU machine cannot read ../shared; what travels must stay < 64 MiB):
-#   python benchmarks/student_budget.py --export-data runs/gpu/cifar10-val.safetensors   # 15 MB
+#   python benchmarks/export_val.py runs/gpu/cifar10-val.safetensors   # 15 MB
 #   mkdir -p runs/gpu/sets && cp -r runs/sets/ipc10/wmdd runs/sets/ipc10/random runs/gpu/sets/
 # Run through the device tool with carry ["runs/gpu"]; to resume a stopped ladder, first copy
 # the returned students.jsonl to runs/bench/$NAME/ and carry ["runs/gpu", "runs/bench/$NAME"]:

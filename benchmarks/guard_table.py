@@ -35,8 +35,8 @@ def teacher_names(cache: Path = Path("benchmarks/cache")) -> dict[str, str]:
 PROTOCOL = ("split", "attack_samples", "epochs", "batch_size", "temperature", "seed")
 
 
-def pieces(folder: Path) -> tuple[dict, list[tuple[str, str, list[dict]]]]:
-    """The student protocol and ``(set label, teacher sha256, runs)`` of one committed piece: a
+def pieces(folder: Path) -> tuple[list[dict], list[tuple[str, str, list[dict]]]]:
+    """The student protocols and ``(set label, teacher sha256, runs)`` of one committed piece: a
     finished run's ``metrics.json`` (its teacher's own scores become a ``teacher`` row, top-1 on
     the whole split) or the ``*_students.json`` of a run stopped after its students."""
     m = folder / "metrics.json"
@@ -46,7 +46,7 @@ def pieces(folder: Path) -> tuple[dict, list[tuple[str, str, list[dict]]]]:
         rows = [(label, t["sha256"], v["runs"]) for label, v in d["methods"].items()]
         if "robust" in t:
             rows.append(("teacher", t["sha256"], [{"top1": t["top1"], "robust": t["robust"]}]))
-        return {k: d["protocol"][k] for k in PROTOCOL}, rows
+        return [{k: d["protocol"][k] for k in PROTOCOL}], rows
     out, protocols = [], []
     for p in sorted(folder.glob("*_students.json")):
         d = json.loads(p.read_text())
@@ -55,7 +55,7 @@ def pieces(folder: Path) -> tuple[dict, list[tuple[str, str, list[dict]]]]:
         protocols.append({k: d["key"]["evaluate"][k] for k in PROTOCOL})
     if not out:
         raise SystemExit(f"{folder}: neither metrics.json nor *_students.json")
-    return protocols[0], out
+    return protocols, out
 
 
 def attack_order(k: str) -> tuple:
@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[tuple[str, str], dict] = {}
     protocols = {}
     for folder in args.pieces:
-        protocol, found = pieces(folder)
-        protocols[folder.name] = protocol
+        protocols[folder.name], found = pieces(folder)
         for label, sha, runs in found:
             row = rows.setdefault((label, sha), {"top1": None, "cells": {}, "again": []})
             top1 = (mean_std([r["top1"] for r in runs]), len(runs), folder.name)
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             for k in {k for r in runs for k in r.get("robust", {})} - {"clean"}:
                 vals = [r["robust"][k] for r in runs if k in r.get("robust", {})]
                 row["cells"].setdefault(k, (mean_std(vals), folder.name))
-    if len({json.dumps(p, sort_keys=True) for p in protocols.values()}) > 1:  # not comparable
+    if len({json.dumps(p, sort_keys=True) for ps in protocols.values() for p in ps}) > 1:  # not comparable
         raise SystemExit("pieces with different protocols:\n" + json.dumps(protocols, indent=1))
     attacks = sorted({k for row in rows.values() for k in row["cells"]}, key=attack_order)
     files = sorted(
@@ -122,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "Mean ± std over the student seeds (a `teacher` row: the teacher itself, top-1 on the whole"
             " split); every attack on the same seeded subset of the split. Protocol shared by every piece"
-            f" (checked): {json.dumps(next(iter(protocols.values())))}. [n]: the piece the cell comes from:",
+            f" (checked): {json.dumps(next(iter(protocols.values()))[0])}."
+            " [n]: the piece the cell comes from:",
             "",
             *(f"{i}. `benchmarks/results/{f}.md`" for f, i in ref.items()),
             "",

@@ -14,8 +14,8 @@ between them.
 Writes ``benchmarks/results/NAME.md`` and ``NAME/metrics.json`` with the command, machine and dates.
 
 On a GPU machine that cannot read the ImageFolder data, export the scored split here first
-(``--export-data runs/gpu/cifar10-val.safetensors``: the validation split, one training image
-per class, no test split; 15 MB for CIFAR-10) and pass ``--data classdata:THAT_FILE --device cuda``.
+(``python benchmarks/export_val.py runs/gpu/cifar10-val.safetensors``: 15 MB for CIFAR-10) and pass
+``--data classdata:THAT_FILE --device cuda``.
 """
 
 from __future__ import annotations
@@ -31,22 +31,17 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-ap.add_argument("name", nargs="?", help="the run's name (runs/bench/NAME, benchmarks/results/NAME.md)")
+ap.add_argument("name", help="the run's name (runs/bench/NAME, benchmarks/results/NAME.md)")
 ap.add_argument(
     "--data",
     default="folder:../shared/datasets/cifar10",
-    help="a geodistill dataset spec, or classdata:FILE written by --export-data",
+    help="a geodistill dataset spec, or classdata:FILE written by export_val.py",
 )
 ap.add_argument("--device", default="cpu", help="cpu or cuda (workers share the one GPU)")
-ap.add_argument(
-    "--export-data",
-    metavar="FILE",
-    help="write --data's validation split (with one training image per class) to FILE and exit",
-)
-ap.add_argument("--teacher")
-ap.add_argument("--sets", nargs="+", help="NAME=DIR distilled sets")
+ap.add_argument("--teacher", required=True)
+ap.add_argument("--sets", nargs="+", required=True, help="NAME=DIR distilled sets")
 ap.add_argument("--split", default="val", choices=("val", "test"))
-ap.add_argument("--epochs", type=int, nargs="+")
+ap.add_argument("--epochs", type=int, nargs="+", required=True)
 ap.add_argument("--lr", type=float, nargs="+", default=[0.001])
 ap.add_argument("--batch-size", type=int, nargs="+", default=[50])
 ap.add_argument("--views", type=int, nargs="+", default=[1], help="augmented views per image per step")
@@ -69,7 +64,7 @@ _LOADED: dict = {}
 
 def load_scored_data(spec: str):
     """``--data`` with the validation split carved as in every benchmark (10 %, seed 0), or a
-    ``classdata:FILE`` written by ``--export-data`` (which already holds that split)."""
+    ``classdata:FILE`` written by ``export_val.py`` (which already holds that split)."""
     from geodistill.config import DataConfig
     from geodistill.data import ClassData
     from geodistill.pipeline import load_data
@@ -77,27 +72,6 @@ def load_scored_data(spec: str):
     if spec.startswith("classdata:"):
         return ClassData.load(spec.partition(":")[2])
     return load_data(DataConfig(source=spec, val_fraction=0.1, val_seed=0))
-
-
-def export_data(spec: str, path: str) -> None:
-    """Save the validation split of ``spec`` with one training image per class (``ClassData``
-    needs every class in train) and an empty test split: what a student scored on val needs."""
-    import dataclasses
-
-    import torch
-
-    data = load_scored_data(spec)
-    first = torch.stack([data.class_indices(c)[0] for c in range(data.num_classes)])
-    small = dataclasses.replace(
-        data,
-        x_train=data.x_train[first],
-        y_train=data.y_train[first],
-        x_test=data.x_test[:0],
-        y_test=data.y_test[:0],
-    )
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    small.save(path)
-    print(f"{path}: {small.summary()}")
 
 
 def train_one(job: dict) -> dict:
@@ -189,13 +163,6 @@ def main() -> None:
     args = ap.parse_args()
     from geodistill.runtime import machine
 
-    if args.export_data:
-        export_data(args.data, args.export_data)
-        return
-    need = ("name", "teacher", "sets", "epochs")
-    missing = [k if k == "name" else f"--{k}" for k in need if not getattr(args, k)]
-    if missing:
-        ap.error(f"the following arguments are required: {', '.join(missing)}")
     if args.data.startswith("classdata:") and args.split != "val":
         ap.error(f"{args.data} holds only the validation split; use --split val")
 
