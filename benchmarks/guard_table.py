@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,12 @@ def teacher_names(cache: Path = Path("benchmarks/cache")) -> dict[str, str]:
 PROTOCOL = ("split", "attack_samples", "epochs", "batch_size", "temperature", "seed")
 
 
+def protocol(evaluate: dict, runs: list[dict]) -> dict:
+    """What must match across pieces: the evaluate settings above and the students' optimizer
+    steps, which at equal epochs and batch tell sets of different size (IPC) apart."""
+    return {**{k: evaluate[k] for k in PROTOCOL}, "steps": sorted({r["steps"] for r in runs})}
+
+
 def pieces(folder: Path) -> tuple[list[dict], list[tuple[str, str, list[dict]]]]:
     """The student protocols and ``(set label, teacher sha256, runs)`` of one committed piece: a
     finished run's ``metrics.json`` (its teacher's own scores become a ``teacher`` row, top-1 on
@@ -44,15 +51,16 @@ def pieces(folder: Path) -> tuple[list[dict], list[tuple[str, str, list[dict]]]]
         d = json.loads(m.read_text())
         t = d["teacher"]
         rows = [(label, t["sha256"], v["runs"]) for label, v in d["methods"].items()]
+        protocols = [protocol(d["protocol"], runs) for _, _, runs in rows]
         if "robust" in t:
             rows.append(("teacher", t["sha256"], [{"top1": t["top1"], "robust": t["robust"]}]))
-        return [{k: d["protocol"][k] for k in PROTOCOL}], rows
+        return protocols, rows
     out, protocols = [], []
     for p in sorted(folder.glob("*_students.json")):
         d = json.loads(p.read_text())
         label = p.name.removesuffix("_students.json").replace("_guard", "+guard")
         out.append((label, d["key"]["teacher"], d["runs"]))
-        protocols.append({k: d["key"]["evaluate"][k] for k in PROTOCOL})
+        protocols.append(protocol(d["key"]["evaluate"], d["runs"]))
     if not out:
         raise SystemExit(f"{folder}: neither metrics.json nor *_students.json")
     return protocols, out
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for (label, _), row in rows.items()
         for t1, n, f in row["again"]
     ]
-    cmd = "python benchmarks/guard_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python benchmarks/guard_table.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     md = "\n".join(
         [
             f"# {args.name}: robustness pieces in one table",

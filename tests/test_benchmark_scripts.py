@@ -1,0 +1,64 @@
+"""The benchmark table scripts merge committed numbers: a wrong merge would misreport results."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import guard_table  # noqa: E402
+
+EVALUATE = {
+    "split": "test",
+    "attack_samples": 500,
+    "epochs": 600,
+    "batch_size": 50,
+    "temperature": 20.0,
+    "seed": 0,
+}
+
+
+def _piece(
+    root: Path, name: str, label: str, teacher: str, top1: list[float], pgd: list[float], steps: int
+) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    runs = [
+        {"top1": t, "steps": steps, "robust": {"clean": 0.9, "pgd100@2/255": p}} for t, p in zip(top1, pgd)
+    ]
+    key = {"evaluate": EVALUATE, "teacher": teacher}
+    (folder / f"{label}_students.json").write_text(json.dumps({"key": key, "runs": runs}))
+    return folder
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "cache").mkdir()
+    return tmp_path
+
+
+def test_guard_table_merges_pieces_with_their_sources(workdir):
+    a = _piece(workdir, "plain", "wmdd", "a" * 64, [0.60, 0.62, 0.64], [0.20, 0.25, 0.30], 1200)
+    b = _piece(workdir, "guard", "wmdd_guard", "b" * 64, [0.70, 0.70, 0.70], [0.40, 0.40, 0.40], 1200)
+    note = "IPC 10; 'quoted' words, commas"
+    assert guard_table.main(["t", str(a), str(b), "--note", note]) == 0
+    md = (workdir / "benchmarks/results/t.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| wmdd")]
+    assert rows[0].startswith("| wmdd | `aaaaaaaaaaaa` | 3 | 62.00 ± 2.00 [2] | 25.00 ± 5.00 [2] |")
+    assert rows[1].startswith("| wmdd+guard | `bbbbbbbbbbbb` | 3 | 70.00 ± 0.00 [1] | 40.00 ± 0.00 [1] |")
+    assert note in md
+    cmd = next(line for line in md.splitlines() if line.startswith("Command: "))
+    assert shlex.split(cmd.split("`")[1])[-2:] == ["--note", note]  # copy-pasteable
+
+
+def test_guard_table_refuses_pieces_of_different_set_sizes(workdir):
+    ipc10 = _piece(workdir, "ipc10", "wmdd", "a" * 64, [0.6, 0.6], [0.2, 0.2], 1200)
+    ipc50 = _piece(workdir, "ipc50", "wmdd_guard", "b" * 64, [0.7, 0.7], [0.4, 0.4], 6000)
+    with pytest.raises(SystemExit, match="different protocols"):
+        guard_table.main(["t", str(ipc10), str(ipc50)])
