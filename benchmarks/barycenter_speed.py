@@ -9,6 +9,7 @@ class); writes benchmarks/results/barycenter_speed.{json,md}.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ for c in range(n_classes):
                 )
                 print(rows[-1], flush=True)
 out = {
-    "command": "python " + " ".join(sys.argv),
+    "command": "python " + shlex.join(sys.argv),
     "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     "machine": machine(),
     "threads": torch.get_num_threads(),

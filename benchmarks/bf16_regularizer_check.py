@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -101,7 +102,7 @@ def main() -> None:
             )
             print(rows[-1], flush=True)
     finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    cmd = "python benchmarks/bf16_regularizer_check.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/bf16_regularizer_check.py " + shlex.join(sys.argv[1:])
     meta = {
         "command": cmd,
         "machine": machine(),

@@ -11,6 +11,7 @@ the demo's final numbers. ~10 min on 2 CPU cores.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -79,7 +80,7 @@ def main() -> None:
         print(f"GUARD h={h}: {rob}", flush=True)
     plain = robust_accuracy(teacher.model, data.float(xv), yv, ["pgd100"], [8 / 255], rt, num_classes=10)
     out = {
-        "command": "python " + " ".join(sys.argv),
+        "command": "python " + shlex.join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine(),
         "versions": versions(),

@@ -10,6 +10,7 @@ seconds per epoch. ~10 min on 2 CPU cores.
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -52,7 +53,7 @@ def main() -> None:
             for k in keys
         }
     out = {
-        "command": "python " + " ".join(sys.argv),
+        "command": "python " + shlex.join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine(),
         "versions": versions(),

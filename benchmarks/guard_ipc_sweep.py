@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -90,7 +91,7 @@ for ipc, r in rows.items():
 
 res = Path("benchmarks/results")
 out = {
-    "command": "python " + " ".join(sys.argv),
+    "command": "python " + shlex.join(sys.argv),
     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     "machine": machine(),
     "versions": versions(),

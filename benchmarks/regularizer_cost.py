@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def main() -> None:
             "peak_rss_gib": max(r["peak_rss_gib"] for r in rs),
         }
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": "python " + shlex.join(sys.argv),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine(),
         "versions": versions(),

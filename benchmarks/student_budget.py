@@ -24,6 +24,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -218,7 +219,7 @@ def main() -> None:
             )
     wanted = {key(j) for j in jobs}
     rows = [r for r in done if key(r) in wanted]
-    cmd = "python benchmarks/student_budget.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/student_budget.py " + shlex.join(sys.argv[1:])
     finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     res = Path("benchmarks/results")
     (res / args.name).mkdir(parents=True, exist_ok=True)

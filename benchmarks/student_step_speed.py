@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def main() -> None:
             f"| {p} | {'yes' if c else 'no'} | {'yes' if cl else 'no'} | {1000 * s:.1f} "
             f"| {50 / s:.0f} | {base / s:.2f}x |"
         )
-    cmd = "python benchmarks/student_step_speed.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/student_step_speed.py " + shlex.join(sys.argv[1:])
     meta = {
         "command": cmd,
         "machine": machine(),

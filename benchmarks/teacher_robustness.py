@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ for path in args.teachers:
     print(Path(path).name, json.dumps(rows[Path(path).name]), flush=True)
 
 out = {
-    "command": "python " + " ".join(sys.argv),
+    "command": "python " + shlex.join(sys.argv),
     "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     "machine": machine(),
     "versions": {**versions(), **attack_versions()},
