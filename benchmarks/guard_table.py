@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import time
@@ -64,6 +65,14 @@ def pieces(folder: Path) -> tuple[list[dict], list[tuple[str, str, list[dict]]]]
     if not out:
         raise SystemExit(f"{folder}: neither metrics.json nor *_students.json")
     return protocols, out
+
+
+def code_span(text: str) -> str:
+    """``text`` as one Markdown code span: fenced by one backtick more than its longest backtick
+    run, so a command whose arguments contain backticks still renders (and copies) whole."""
+    fence = "`" * (max((len(r) for r in re.findall("`+", text)), default=0) + 1)
+    pad = " " if fence != "`" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def attack_order(k: str) -> tuple:
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *(["The same students trained again in a later piece (top-1):", "", *again, ""] if again else []),
             *([args.note, ""] if args.note else []),
-            f"Command: `{cmd}`  ",
+            f"Command: {code_span(cmd)}  ",
             f"Machine (this table; each piece names its own): {machine()}  ",
             f"Written {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} (UTC).",
             "",

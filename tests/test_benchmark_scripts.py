@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def workdir(tmp_path, monkeypatch):
 def test_guard_table_merges_pieces_with_their_sources(workdir):
     a = _piece(workdir, "plain", "wmdd", "a" * 64, [0.60, 0.62, 0.64], [0.20, 0.25, 0.30], 1200)
     b = _piece(workdir, "guard", "wmdd_guard", "b" * 64, [0.70, 0.70, 0.70], [0.40, 0.40, 0.40], 1200)
-    note = "IPC 10; 'quoted' words, commas"
+    note = "IPC 10; 'quoted' words, commas, `code`"
     assert guard_table.main(["t", str(a), str(b), "--note", note]) == 0
     md = (workdir / "benchmarks/results/t.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| wmdd")]
@@ -54,7 +55,8 @@ def test_guard_table_merges_pieces_with_their_sources(workdir):
     assert rows[1].startswith("| wmdd+guard | `bbbbbbbbbbbb` | 3 | 70.00 ± 0.00 [1] | 40.00 ± 0.00 [1] |")
     assert note in md
     cmd = next(line for line in md.splitlines() if line.startswith("Command: "))
-    assert shlex.split(cmd.split("`")[1])[-2:] == ["--note", note]  # copy-pasteable
+    span = re.fullmatch(r"Command: (`+) (.*) \1  ", cmd)  # one code span, even around backticks
+    assert span and "``" not in span[2] and shlex.split(span[2])[-2:] == ["--note", note]
 
 
 def test_guard_table_refuses_pieces_of_different_set_sizes(workdir):
