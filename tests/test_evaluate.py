@@ -165,7 +165,9 @@ def test_scores_are_mean_and_sample_std_over_the_configured_seeds(teacher, digit
     monkeypatch.setattr(
         st,
         "attack_scores",
-        lambda model, data, cfg, rt, log=None: robust[trained[-1]] or {"clean": 0.9, "pgd100@2/255": 0.5},
+        lambda model, data, cfg, rt, log=None, only=None: (
+            robust[trained[-1]] or {"clean": 0.9, "pgd100@2/255": 0.5}
+        ),
     )
     ds = select_random(digits, 1, seed=0)
     old = [{"seed": 3, "top1": 0.5, "top5": 0.55, "seconds": 0.0, "robust": robust[3]},
@@ -192,13 +194,15 @@ def test_attacks_run_on_the_seeded_subset_of_the_scored_split(teacher, digits, r
 
     seen = {}
 
-    def fake_robust(model, x, y, attacks, eps, runtime, *, num_classes, seed, log=None):
+    def fake_robust(model, x, y, attacks, eps, runtime, *, num_classes, seed, log=None, only=None):
         seen.update(model=model, rt=runtime, x=x, y=y, attacks=attacks, eps=eps, k=num_classes, seed=seed)
+        seen.update(only=only)
         return {"clean": 1.0}
 
     monkeypatch.setattr(st, "robust_accuracy", fake_robust)
     cfg = EvalConfig(attacks=["mim"], eps=[1 / 255], attack_samples=7, seed=2, split="test")
-    st.attack_scores(teacher.model, digits, cfg, rt)
+    st.attack_scores(teacher.model, digits, cfg, rt, only={"mim@1/255"})
+    assert seen["only"] == {"mim@1/255"}
     from geodistill.evaluate.robust import fixed_subset
 
     idx = fixed_subset(len(digits.y_test), 7, 2)
@@ -250,7 +254,9 @@ def test_student_loop_plumbing_memory_check_cutmix_timing_and_callbacks(teacher,
     monkeypatch.setattr(st, "check_batch_fits", lambda *a, **kw: checks.append((a, kw)) or 0)
     monkeypatch.setattr(st, "cutmix", lambda x, **kw: mixes.append((len(x), kw["alpha"])) or cutmix(x, **kw))
     monkeypatch.setattr(
-        st, "attack_scores", lambda m, d, c, r, log=None: attacked.append((m, d, c, r)) or {"clean": 1.0}
+        st,
+        "attack_scores",
+        lambda m, d, c, r, log=None, only=None: attacked.append((m, d, c, r)) or dict.fromkeys(only, 1.0),
     )
     ds = select_random(digits, 1, seed=0)  # 10 images
     cfg = EvalConfig(epochs=1, seeds=2, batch_size=9, views=3, cutmix=0.7, attacks=["mim"], max_memory="3GB")
@@ -297,3 +303,70 @@ def test_resumed_scores_are_reused_only_for_the_same_dataset(teacher, digits, rt
         logs = []
         teacher_entry(teacher.model, meta, data, cfg, rt, tmp_path / "t.json", resume=True, log=logs.append)
         assert any("resuming" in s for s in logs) == reused, (data.name, logs)
+
+
+def test_a_resumed_evaluation_runs_only_the_missing_attacks_on_saved_students(
+    teacher, digits, rt, tmp_path, monkeypatch
+):
+    import geodistill.evaluate.robust as rob
+    import geodistill.evaluate.student as st
+    from geodistill.files import read_json
+    from geodistill.pipeline import evaluate_resumable, teacher_entry
+
+    trained, attacked, teacher_attacked = [], [], []
+    real_train, real_build = st.train_student, rob.build_attack
+
+    def train(*a, **kw):
+        model, run = real_train(*a, **kw)
+        trained.append((run["seed"], {k: v.clone() for k, v in model.state_dict().items()}))
+        return model, run
+
+    def build(name, model, eps, k, seed):
+        (teacher_attacked if model is teacher.model else attacked).append((name, round(eps * 255), model))
+        return real_build(name, model, eps, k, seed)
+
+    monkeypatch.setattr(st, "train_student", train)
+    monkeypatch.setattr(rob, "build_attack", build)
+    ds = select_random(digits, 2, seed=0)
+    meta = {"sha256": "abc"}
+
+    def evaluate(**over):
+        trained.clear(), attacked.clear(), teacher_attacked.clear()
+        fields = dict(epochs=1, seeds=2, batch_size=20, attacks=["mim"], eps=[2 / 255], attack_samples=30)
+        cfg = EvalConfig(**{**fields, **over})
+        score = evaluate_resumable(ds, teacher.model, meta, digits, cfg, rt, tmp_path, resume=True)
+        t = teacher_entry(teacher.model, meta, digits, cfg, rt, tmp_path / "t.json", resume=True)
+        return score, t
+
+    first, t1 = evaluate()
+    assert [s for s, _ in trained] == [0, 1] and [a[:2] for a in attacked] == [("mim", 2)] * 2
+    weights = {s: sd for s, sd in trained}
+    # an added attack: no student is trained again, only pgd100 runs, on the saved students' weights
+    second, t2 = evaluate(attacks=["mim", "pgd100"])
+    assert trained == [] and [a[:2] for a in attacked] == [("pgd100", 2)] * 2
+    for (_, _, model), seed in zip(attacked, (0, 1), strict=True):
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(v, weights[seed][k])
+    assert [list(r["robust"]) for r in second.runs] == [["clean", "mim@2/255", "pgd100@2/255"]] * 2
+    assert [r["robust"]["mim@2/255"] for r in second.runs] == [r["robust"]["mim@2/255"] for r in first.runs]
+    assert [r["top1"] for r in second.runs] == [r["top1"] for r in first.runs]
+    assert [a[:2] for a in teacher_attacked] == [("pgd100", 2)] and t2["robust"]["mim@2/255"] == t1["robust"][
+        "mim@2/255"
+    ]
+    # fewer attacks: nothing runs; the report holds what is asked, the files keep every score
+    third, t3 = evaluate(attacks=["pgd100"])
+    assert trained == attacked == teacher_attacked == []
+    assert [list(r["robust"]) for r in third.runs] == [["clean", "pgd100@2/255"]] * 2 and list(
+        t3["robust"]
+    ) == ["clean", "pgd100@2/255"]
+    assert all("mim@2/255" in r["robust"] for r in read_json(tmp_path / "students.json")["runs"])
+    assert "mim@2/255" in read_json(tmp_path / "t.json")["entry"]["robust"]
+    # a student whose weights are gone is trained again; a new radius runs on the other one's weights
+    (tmp_path / "student_seed1.safetensors").unlink()
+    evaluate(eps=[1 / 255])
+    assert [s for s, _ in trained] == [1] and [a[:2] for a in attacked] == [("mim", 1)] * 2
+    # other attacked images: every attack runs again, no training; other epochs: every student trains
+    evaluate(eps=[1 / 255], attack_samples=20)
+    assert trained == [] and [a[:2] for a in attacked] == [("mim", 1)] * 2 and len(teacher_attacked) == 1
+    evaluate(eps=[1 / 255], attack_samples=20, epochs=2)
+    assert [s for s, _ in trained] == [0, 1]

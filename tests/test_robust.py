@@ -143,6 +143,12 @@ def test_robust_accuracy_counts_by_hand_across_batches(rt, monkeypatch):
     # eps 0.1 flips margins 0.01 and 0.05; eps 0.25 also flips 0.2; misclassified count as errors
     assert out["pgd100@0.1"] == pytest.approx(4 / 8) and out["pgd100@0.25"] == pytest.approx(3 / 8)
     assert seen == [3, 3, 3, 3]  # only the six correct points are attacked, in batches of 3
+    # `only` runs just the attacks whose keys it names; each is seeded alone, so its score is the same
+    seen.clear()
+    part = robust_accuracy(
+        _FirstPixel(), x, y, ["pgd100"], [0.1, 0.25], rt, num_classes=2, only={"pgd100@0.25"}
+    )
+    assert part == {"clean": out["clean"], "pgd100@0.25": out["pgd100@0.25"]} and seen == [6]
 
     monkeypatch.setattr(rob, "build_attack", lambda *a: lambda xb, yb: (xb + 0.2).clamp(0, 1))
     with pytest.raises(RuntimeError, match="left the eps=0.1 ball"):
@@ -371,3 +377,27 @@ def test_attack_versions_name_torchattacks_when_installed(monkeypatch):
     assert attack_versions() == {"torchattacks": "9.9"}
     monkeypatch.setitem(sys.modules, "torchattacks", None)  # import fails as if not installed
     assert attack_versions() == {}
+
+
+def test_attack_keys_expand_names_radii_and_unbounded_attacks_once():
+    from geodistill.evaluate.robust import attack_jobs, attack_keys
+
+    eps = [1 / 255, 2 / 255]
+    keys = attack_keys(["pgd100", "autoattack@1/255", "cw", "pgd100@2/255", "cw"], eps)
+    assert keys == ["pgd100@1/255", "pgd100@2/255", "autoattack@1/255", "cw"]
+    assert attack_jobs(["mim@0.03"], eps) == [("mim", 0.03)] and attack_keys(["mim@0.03"], eps) == [
+        "mim@0.03"
+    ]
+    assert attack_keys([], eps) == []
+
+
+def test_a_model_no_attack_can_move_is_not_flagged(rt, monkeypatch):
+    import geodistill.evaluate.robust as rob
+
+    # 3 of 7 correct: 3/7 has no exact float32 form, so clean must be counted like the robust scores
+    v = torch.tensor([0.9, 0.8, 0.7, 0.1, 0.2, 0.3, 0.4])
+    y = torch.tensor([1, 1, 1, 1, 1, 1, 1])
+    x = v.view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone()
+    monkeypatch.setattr(rob, "build_attack", lambda *a: lambda xb, yb: xb)  # changes nothing
+    out = robust_accuracy(_FirstPixel(), x, y, ["pgd100"], [0.1], rt, num_classes=2)
+    assert out == {"clean": 3 / 7, "pgd100@0.1": 3 / 7} and sanity_flags(out) == []

@@ -31,10 +31,12 @@ from .distributed import barrier, current
 from .evaluate import (
     ATTACK_CONFIG,
     accuracy,
+    attack_keys,
     attack_scores,
     attack_versions,
     evaluate_distilled,
     sanity_flags,
+    wanted_scores,
 )
 from .files import GeodistillError, load_tensors, read_json, save_tensors, write_json
 from .models import Classifier, load_checkpoint, save_checkpoint
@@ -290,9 +292,11 @@ def evaluate_resumable(
     resume: bool = False,
     log: Log = print,
 ):
-    """Evaluate, recording each finished student in ``folder/students.json`` so that a resumed
-    run does not retrain it (entries are keyed by the eval config, student, teacher, images and
-    the dataset the students are scored on)."""
+    """Evaluate, recording each finished student in ``folder/students.json`` and its weights in
+    ``folder/student_seed<N>.safetensors`` so that a resumed run does not retrain it. Entries are
+    keyed by the eval config, student, teacher, images and the dataset the students are scored
+    on; a config that differs only in its attacks (``attacks``, ``eps``, ``attack_samples``)
+    reuses the students and runs just the attacks whose scores are missing."""
     path = folder / "students.json" if folder is not None else None
     key = {
         "evaluate": to_dict(cfg),
@@ -308,19 +312,43 @@ def evaluate_resumable(
         same = {k: v for k, v in old.items() if k != "evaluate"} == {
             k: v for k, v in key.items() if k != "evaluate"
         }
-        if same and config_matches(old.get("evaluate"), cfg):
+        was = old.get("evaluate")
+        if same and isinstance(was, dict) and config_matches({**was, **_attack_fields(cfg)}, cfg):
             runs = saved["runs"]
             if runs:
-                log(f"  resuming evaluation: seeds {[r['seed'] for r in runs]} already done")
+                log(f"  resuming evaluation: seeds {[r['seed'] for r in runs]} already trained")
+            if any(was.get(k) != v for k, v in _attack_fields(cfg, subset=True).items()):
+                runs = [{k: v for k, v in r.items() if k != "robust"} for r in runs]  # other images attacked
 
-    def on_student(_model, run):
-        runs.append(run)
+    def weights(seed: int) -> Path:
+        return folder / f"student_seed{seed}.safetensors"
+
+    def on_student(model, run):
+        runs[:] = [r for r in runs if r["seed"] != run["seed"]] + [run]
         if current().main and path is not None:
+            save_checkpoint(weights(run["seed"]), model, {"seed": run["seed"], "top1": run["top1"]})
             write_json(path, {"key": key, "runs": runs})
 
+    def restore(run: dict) -> Classifier | None:
+        """The run's student from its saved weights, if they are the ones it was scored with."""
+        if path is None or not weights(run["seed"]).exists():
+            return None
+        file = weights(run["seed"])
+        model, meta = load_checkpoint(file, class_names=data.class_names, arch=arch or teacher.arch)
+        if (meta.get("seed"), meta.get("top1")) != (run["seed"], run["top1"]):
+            return None
+        return rt.prepare(model)
+
     return evaluate_distilled(
-        ds, teacher, data, cfg, rt, arch=arch, log=log, on_student=on_student, completed=list(runs)
-    )
+        ds, teacher, data, cfg, rt, arch=arch, log=log, on_student=on_student, completed=list(runs),
+        restore=restore,
+    )  # fmt: skip
+
+
+def _attack_fields(cfg: EvalConfig, subset: bool = False) -> dict:
+    """The eval fields that choose only the attacks (``subset``: only which images are attacked)."""
+    d = to_dict(cfg)
+    return {k: d[k] for k in (("attack_samples",) if subset else ("attacks", "eps", "attack_samples"))}
 
 
 _METHOD = re.compile(r"(?P<base>[a-z0-9_-]+)(?P<guard>\+guard)?(?:\[(?P<over>[^\]]*)\])?(?P<guard2>\+guard)?")
@@ -368,19 +396,28 @@ def teacher_entry(
     its test accuracy as trained, its regularizer and cost, and its robust accuracy.
 
     Saved to ``path``; with ``resume`` a saved row is reused when the teacher, the dataset and the
-    fields its scores depend on (split, attacks, radii, attacked subset) are unchanged, so that a resumed
-    evaluation does not attack the teacher again."""
+    fields its scores depend on (split, attacked subset) are unchanged, and only the attacks it
+    lacks are run, so that a resumed evaluation does not attack the teacher again."""
     d = to_dict(cfg)
     key = {
         "teacher": meta.get("sha256"),
         "data": data.summary(),
-        **{k: d[k] for k in ("split", "attacks", "eps", "attack_samples", "seed")},
+        **{k: d[k] for k in ("split", "attack_samples", "seed")},
     }
+    wanted = ["clean", *attack_keys(cfg.attacks, cfg.eps)] if cfg.attacks else []
     if resume and path is not None and path.exists():
         saved = read_json(path)
-        if saved.get("key") == key:
-            log("  resuming evaluation: teacher already scored")
-            return saved["entry"]
+        old = {k: v for k, v in (saved.get("key") or {}).items() if k not in ("attacks", "eps")}
+        if old == key:
+            entry = saved["entry"]
+            missing = set(wanted) - set(entry.get("robust", {}))
+            if not missing:
+                log("  resuming evaluation: teacher already scored")
+                return wanted_scores(entry, wanted)
+            log(f"  resuming evaluation: teacher scored, {len(missing)} score(s) missing")
+            new = attack_scores(model, data, cfg, rt, log=log, only=missing)
+            entry["robust"] = {**new, **entry.get("robust", {})}
+            return _save_teacher(path, key, entry, wanted)
     xs, ys = data.split(cfg.split)
     top1, top5 = accuracy(model, xs, ys, rt, to_float=data.float)
     entry = {
@@ -396,9 +433,14 @@ def teacher_entry(
     }
     if cfg.attacks:
         entry["robust"] = attack_scores(model, data, cfg, rt, log=log)
+    return _save_teacher(path, key, entry, wanted)
+
+
+def _save_teacher(path: Path | None, key: dict, entry: dict, wanted: list[str]) -> dict:
+    """Save the entry with every score it has; return it with the ``wanted`` ones."""
     if path is not None and current().main:
         write_json(path, {"key": key, "entry": entry})
-    return entry
+    return wanted_scores(entry, wanted)
 
 
 def protocol(cfg: EvalConfig, data: ClassData) -> dict:

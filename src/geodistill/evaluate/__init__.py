@@ -1,7 +1,7 @@
 """Student training with KD from the teacher, accuracy, and (robust) scoring."""
 
 from .metrics import accuracy
-from .robust import ATTACK_CONFIG, attack_versions, robust_accuracy, sanity_flags
+from .robust import ATTACK_CONFIG, attack_keys, attack_versions, robust_accuracy, sanity_flags
 from .student import (
     MethodScore,
     attack_scores,
@@ -10,12 +10,14 @@ from .student import (
     kd_loss,
     make_student,
     train_student,
+    wanted_scores,
 )
 
 __all__ = [
     "ATTACK_CONFIG",
     "MethodScore",
     "accuracy",
+    "attack_keys",
     "attack_scores",
     "attack_versions",
     "evaluate_distilled",
@@ -25,4 +27,5 @@ __all__ = [
     "robust_accuracy",
     "sanity_flags",
     "train_student",
+    "wanted_scores",
 ]

@@ -160,12 +160,15 @@ def robust_accuracy(
     seed: int = 0,
     batch_size: int = 250,
     log: Callable[[str], None] | None = None,
+    only: set[str] | None = None,
 ) -> dict[str, float]:
     """Clean and robust accuracy of ``model`` on float images ``x`` in [0, 1].
 
     ``attacks`` entries are names (run at every radius of ``eps``) or ``name@radius`` (that radius
     only). Returns ``{"clean": acc, "<attack>@<eps>": acc, ...}`` (``"cw"`` without ε) with eps written
-    as ``k/255`` when it is a whole multiple of 1/255. Only correctly classified points are
+    as ``k/255`` when it is a whole multiple of 1/255 (:func:`attack_keys`); with ``only``, just the
+    attacks whose keys it holds run (each attack is seeded alone, so its score does not depend on
+    which others run). Only correctly classified points are
     attacked (the others count as errors either way); an adversarial example counts as correct
     only if the model still classifies it correctly; bounded attacks must stay in the ε ball
     and in [0, 1] (checked on every batch). ``log`` receives one line per attack as it finishes
@@ -180,15 +183,8 @@ def robust_accuracy(
                 for i in range(0, len(y), batch_size)
             ]
         )
-    out["clean"] = clean_ok.float().mean().item()
-    jobs = []
-    for spec in attacks:  # "name" runs at every radius in eps, "name@2/255" at that radius only
-        name, _, radius = spec.partition("@")
-        if name in UNBOUNDED:
-            jobs.append((name, None))
-        else:
-            jobs += [(name, parse_eps(radius))] if radius else [(name, e) for e in eps]
-    jobs = sorted(set(jobs), key=jobs.index)
+    out["clean"] = int(clean_ok.sum()) / max(1, len(y))  # as the robust scores: no float32 rounding
+    jobs = [j for j in attack_jobs(attacks, eps) if only is None or attack_key(*j) in only]
     # misclassified points are errors whatever the attack does: attack only the correct ones
     ok_idx = clean_ok.nonzero().flatten()
     xs, ys = x[ok_idx], y[ok_idx]
@@ -205,11 +201,35 @@ def robust_accuracy(
                     raise RuntimeError(f"attack {name} left the eps={e} ball or [0, 1]")
                 with torch.no_grad():
                     survived += int((model(adv).argmax(1) == yb).sum())
-        key = name if e is None else f"{name}@{eps_label(e)}"
+        key = attack_key(name, e)
         out[key] = survived / max(1, len(y))
         if log is not None:
             log(f"    {key}: {out[key]:.4f} ({time.perf_counter() - t0:.1f}s, {len(ys)} images attacked)")
     return out
+
+
+def attack_jobs(attacks: list[str], eps: list[float]) -> list[tuple[str, float | None]]:
+    """``(name, radius)`` pairs that ``attacks`` and ``eps`` ask for, in order, without repeats:
+    ``"name"`` runs at every radius in ``eps``, ``"name@2/255"`` at that radius only, an unbounded
+    attack (``cw``) once with radius ``None``."""
+    jobs: list[tuple[str, float | None]] = []
+    for spec in attacks:
+        name, _, radius = spec.partition("@")
+        if name in UNBOUNDED:
+            jobs.append((name, None))
+        else:
+            jobs += [(name, parse_eps(radius))] if radius else [(name, e) for e in eps]
+    return sorted(set(jobs), key=jobs.index)
+
+
+def attack_key(name: str, e: float | None) -> str:
+    """The score's key: ``"pgd100@2/255"``, or the bare name of an unbounded attack."""
+    return name if e is None else f"{name}@{eps_label(e)}"
+
+
+def attack_keys(attacks: list[str], eps: list[float]) -> list[str]:
+    """The keys :func:`robust_accuracy` returns for ``attacks`` besides ``"clean"``."""
+    return [attack_key(*j) for j in attack_jobs(attacks, eps)]
 
 
 def parse_eps(text: str) -> float:

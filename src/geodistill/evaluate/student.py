@@ -23,7 +23,7 @@ from ..progress import progress
 from ..resources import check_batch_fits
 from ..runtime import Runtime, generator
 from .metrics import accuracy
-from .robust import fixed_subset, robust_accuracy, sanity_flags
+from .robust import attack_keys, fixed_subset, robust_accuracy, sanity_flags
 
 
 @dataclass
@@ -179,12 +179,16 @@ def evaluate_distilled(
     log: Callable[[str], None] = lambda s: None,
     on_student: Callable[[Classifier, dict], None] | None = None,
     completed: list[dict] | None = None,
+    restore: Callable[[dict], Classifier | None] | None = None,
 ) -> MethodScore:
     """Train ``cfg.seeds`` students of ``arch`` (default: the teacher's), sharded across torchrun
     ranks; mean and std of their accuracy on ``cfg.split``.
 
-    ``completed`` holds runs of a resumed evaluation (their seeds are not retrained);
-    ``on_student(model, run)`` is called as each new student finishes.
+    ``completed`` holds runs of a resumed evaluation (their seeds are not retrained). A completed
+    run that lacks some of ``cfg.attacks``' scores gets them from its student as ``restore(run)``
+    returns it (its saved weights), so that adding an attack does not retrain; where ``restore``
+    returns None, the seed is trained again. ``on_student(model, run)`` is called as each new or
+    newly scored student finishes.
     """
     if list(ds.class_names) != list(data.class_names):
         raise GeodistillError(
@@ -202,18 +206,30 @@ def evaluate_distilled(
         models=2,
     )
     t0 = time.perf_counter()
-    done = {r["seed"]: r for r in completed or [] if cfg.seed <= r["seed"] < cfg.seed + cfg.seeds}
-    runs = list(done.values()) if current().main else []
-    for seed in shard([s for s in range(cfg.seed, cfg.seed + cfg.seeds) if s not in done]):
-        student, run = train_student(ds, teacher, data, cfg, rt, seed, arch, log=log)
-        log(f"  student seed {seed}: top1 {run['top1']:.4f} top5 {run['top5']:.4f} ({run['seconds']:.1f}s)")
+    done = {r["seed"]: dict(r) for r in completed or [] if cfg.seed <= r["seed"] < cfg.seed + cfg.seeds}
+    wanted = ["clean", *attack_keys(cfg.attacks, cfg.eps)] if cfg.attacks else []
+    rescore = {s for s, r in done.items() if not set(wanted) <= set(r.get("robust", {}))}
+    runs = [r for s, r in done.items() if s not in rescore] if current().main else []
+    for seed in shard([s for s in range(cfg.seed, cfg.seed + cfg.seeds) if s not in done or s in rescore]):
+        student = restore(done[seed]) if seed in rescore and restore is not None else None
+        if student is not None:
+            run = done[seed]
+            missing = set(wanted) - set(run.get("robust", {}))
+            log(f"  student seed {seed}: restored from its saved weights for {len(missing)} missing score(s)")
+        else:
+            student, run = train_student(ds, teacher, data, cfg, rt, seed, arch, log=log)
+            t1, t5, sec = run["top1"], run["top5"], run["seconds"]
+            log(f"  student seed {seed}: top1 {t1:.4f} top5 {t5:.4f} ({sec:.1f}s)")
         if cfg.attacks:
-            run["robust"] = attack_scores(student, data, cfg, rt, log=log)
-            log("    " + " ".join(f"{k} {v:.4f}" for k, v in run["robust"].items()))
+            have = run.get("robust", {})
+            new = attack_scores(student, data, cfg, rt, log=log, only=set(wanted) - set(have))
+            run["robust"] = {**new, **have}  # scores kept from before stay as they were
+            log("    " + " ".join(f"{k} {run['robust'][k]:.4f}" for k in wanted))
         if on_student is not None:
-            on_student(student, run)
+            on_student(student, run)  # with every score it has, also those this config does not ask for
         runs.append(run)
     runs = sorted((r for part in all_gather_objects(runs) for r in part), key=lambda r: r["seed"])
+    runs = [wanted_scores(r, wanted) for r in runs]
     t1 = [r["top1"] for r in runs]
     t5 = [r["top5"] for r in runs]
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
@@ -236,10 +252,23 @@ def evaluate_distilled(
     )
 
 
+def wanted_scores(record: dict, wanted: list[str]) -> dict:
+    """A copy of a student's or teacher's record whose ``robust`` holds just the ``wanted`` keys, in
+    that order (no ``robust`` if none are wanted): a resumed record may hold more scores."""
+    out = {k: v for k, v in record.items() if k != "robust"}
+    return out | ({"robust": {k: record["robust"][k] for k in wanted}} if wanted else {})
+
+
 def attack_scores(
-    model: Classifier, data: ClassData, cfg: EvalConfig, rt: Runtime, log: Callable[[str], None] | None = None
+    model: Classifier,
+    data: ClassData,
+    cfg: EvalConfig,
+    rt: Runtime,
+    log: Callable[[str], None] | None = None,
+    only: set[str] | None = None,
 ) -> dict[str, float]:
-    """Clean and robust accuracy on the seeded subset of ``cfg.attack_samples`` images of ``cfg.split``."""
+    """Clean and robust accuracy on the seeded subset of ``cfg.attack_samples`` images of ``cfg.split``
+    (with ``only``: just those keys' attacks, and clean)."""
     xs, ys = data.split(cfg.split)
     idx = fixed_subset(len(ys), cfg.attack_samples, cfg.seed)
     return robust_accuracy(
@@ -252,4 +281,5 @@ def attack_scores(
         num_classes=data.num_classes,
         seed=cfg.seed,
         log=log,
+        only=only,
     )
