@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from geodistill.evaluate.robust import ATTACK_CONFIG
+from geodistill.evaluate.robust import ATTACK_CONFIG, attack_keys
 from geodistill.runtime import machine
 
 
@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         shutil.copy(path, res / name / f"{path.parent.name}_students.json")
         protocol = protocol or saved["key"]["evaluate"]
-        robust = runs[0].get("robust", {})
-        keys = keys or list(robust)
+        ev = saved["key"]["evaluate"]  # the scores asked for (a resumed run's files may hold more)
+        asked = ["clean", *attack_keys(ev["attacks"], ev["eps"])] if ev["attacks"] else []
+        keys = keys or [k for k in asked if all(k in r.get("robust", {}) for r in runs)]
         cells = [mean_std([r["top1"] for r in runs])]
         cells += [mean_std([r["robust"][k] for r in runs]) for k in keys]
         secs = statistics.mean(r["seconds"] for r in runs)

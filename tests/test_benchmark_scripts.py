@@ -64,3 +64,21 @@ def test_guard_table_refuses_pieces_of_different_set_sizes(workdir):
     ipc50 = _piece(workdir, "ipc50", "wmdd_guard", "b" * 64, [0.7, 0.7], [0.4, 0.4], 6000)
     with pytest.raises(SystemExit, match="different protocols"):
         guard_table.main(["t", str(ipc10), str(ipc50)])
+
+
+def test_students_table_reports_the_scores_the_run_asked_for(workdir):
+    import students_table
+
+    run = workdir / "runs" / "piece"
+    (run / "wmdd").mkdir(parents=True)
+    evaluate = {**EVALUATE, "attacks": ["pgd100"], "eps": [2 / 255], "temperature": 20.0}
+    runs = [  # seed 0 keeps a score of an earlier config (resumed with other attacks): not a column
+        {"seed": 1, "top1": 0.7, "steps": 9, "seconds": 3.0, "robust": {"clean": 0.8, "pgd100@2/255": 0.4}},
+        {"seed": 0, "top1": 0.5, "steps": 9, "seconds": 1.0,
+         "robust": {"clean": 0.6, "mim@1/255": 0.5, "pgd100@2/255": 0.2}},
+    ]  # fmt: skip
+    (run / "wmdd" / "students.json").write_text(json.dumps({"key": {"evaluate": evaluate}, "runs": runs}))
+    assert students_table.main([str(run)]) == 0
+    md = (workdir / "benchmarks/results/piece.md").read_text()
+    assert "| method | seeds | steps | top-1 % (whole split) | clean % | pgd100@2/255 % | train s |" in md
+    assert "| wmdd | 2 | 9 | 60.00 ± 14.14 | 70.00 ± 14.14 | 30.00 ± 14.14 | 2 |" in md
