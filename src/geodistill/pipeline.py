@@ -31,9 +31,10 @@ from .distributed import barrier, current
 from .evaluate import (
     ATTACK_CONFIG,
     accuracy,
-    attack_keys,
+    asked_scores,
     attack_scores,
     attack_versions,
+    complete_scores,
     evaluate_distilled,
     sanity_flags,
     wanted_scores,
@@ -331,9 +332,9 @@ def evaluate_resumable(
 
     def restore(run: dict) -> Classifier | None:
         """The run's student from its saved weights, if they are the ones it was scored with."""
-        if path is None or not weights(run["seed"]).exists():
+        file = weights(run["seed"]) if path is not None else None
+        if file is None or not file.exists():
             return None
-        file = weights(run["seed"])
         model, meta = load_checkpoint(file, class_names=data.class_names, arch=arch or teacher.arch)
         if (meta.get("seed"), meta.get("top1")) != (run["seed"], run["top1"]):
             return None
@@ -404,7 +405,7 @@ def teacher_entry(
         "data": data.summary(),
         **{k: d[k] for k in ("split", "attack_samples", "seed")},
     }
-    wanted = ["clean", *attack_keys(cfg.attacks, cfg.eps)] if cfg.attacks else []
+    wanted = asked_scores(cfg)
     if resume and path is not None and path.exists():
         saved = read_json(path)
         old = {k: v for k, v in (saved.get("key") or {}).items() if k not in ("attacks", "eps")}
@@ -415,8 +416,7 @@ def teacher_entry(
                 log("  resuming evaluation: teacher already scored")
                 return wanted_scores(entry, wanted)
             log(f"  resuming evaluation: teacher scored, {len(missing)} score(s) missing")
-            new = attack_scores(model, data, cfg, rt, log=log, only=missing)
-            entry["robust"] = {**new, **entry.get("robust", {})}
+            entry["robust"] = complete_scores(model, data, cfg, rt, entry.get("robust", {}), log=log)
             return _save_teacher(path, key, entry, wanted)
     xs, ys = data.split(cfg.split)
     top1, top5 = accuracy(model, xs, ys, rt, to_float=data.float)

@@ -4,7 +4,9 @@ from .metrics import accuracy
 from .robust import ATTACK_CONFIG, attack_keys, attack_versions, robust_accuracy, sanity_flags
 from .student import (
     MethodScore,
+    asked_scores,
     attack_scores,
+    complete_scores,
     evaluate_distilled,
     image_weights,
     kd_loss,
@@ -17,9 +19,11 @@ __all__ = [
     "ATTACK_CONFIG",
     "MethodScore",
     "accuracy",
+    "asked_scores",
     "attack_keys",
     "attack_scores",
     "attack_versions",
+    "complete_scores",
     "evaluate_distilled",
     "image_weights",
     "kd_loss",

@@ -207,7 +207,7 @@ def evaluate_distilled(
     )
     t0 = time.perf_counter()
     done = {r["seed"]: dict(r) for r in completed or [] if cfg.seed <= r["seed"] < cfg.seed + cfg.seeds}
-    wanted = ["clean", *attack_keys(cfg.attacks, cfg.eps)] if cfg.attacks else []
+    wanted = asked_scores(cfg)
     rescore = {s for s, r in done.items() if not set(wanted) <= set(r.get("robust", {}))}
     runs = [r for s, r in done.items() if s not in rescore] if current().main else []
     for seed in shard([s for s in range(cfg.seed, cfg.seed + cfg.seeds) if s not in done or s in rescore]):
@@ -221,9 +221,7 @@ def evaluate_distilled(
             t1, t5, sec = run["top1"], run["top5"], run["seconds"]
             log(f"  student seed {seed}: top1 {t1:.4f} top5 {t5:.4f} ({sec:.1f}s)")
         if cfg.attacks:
-            have = run.get("robust", {})
-            new = attack_scores(student, data, cfg, rt, log=log, only=set(wanted) - set(have))
-            run["robust"] = {**new, **have}  # scores kept from before stay as they were
+            run["robust"] = complete_scores(student, data, cfg, rt, run.get("robust", {}), log=log)
             log("    " + " ".join(f"{k} {run['robust'][k]:.4f}" for k in wanted))
         if on_student is not None:
             on_student(student, run)  # with every score it has, also those this config does not ask for
@@ -250,6 +248,25 @@ def evaluate_distilled(
         robust,
         flags,
     )
+
+
+def asked_scores(cfg: EvalConfig) -> list[str]:
+    """The score keys ``cfg`` asks for: ``"clean"`` and one per attack and radius (none without attacks)."""
+    return ["clean", *attack_keys(cfg.attacks, cfg.eps)] if cfg.attacks else []
+
+
+def complete_scores(
+    model: Classifier,
+    data: ClassData,
+    cfg: EvalConfig,
+    rt: Runtime,
+    have: dict[str, float],
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """``have`` (scores from before, kept as they were) plus the ones ``cfg`` asks for that it
+    lacks, attacked now on ``model``."""
+    new = attack_scores(model, data, cfg, rt, log=log, only=set(asked_scores(cfg)) - set(have))
+    return {**new, **have}
 
 
 def wanted_scores(record: dict, wanted: list[str]) -> dict:
