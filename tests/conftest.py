@@ -17,6 +17,16 @@ if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory):
+    """Each test gets its own $GEODISTILL_CACHE: nothing a test caches (decoded folders, teacher
+    scores) leaks into another test or into the user's ~/.cache. (Its own MonkeyPatch, so that a
+    test's ``monkeypatch.undo()`` keeps it.)"""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEODISTILL_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def rt():
     return make_runtime("cpu")

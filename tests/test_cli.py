@@ -1,11 +1,14 @@
 """End-to-end through the command line on 8x8 digits with a tiny model."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CLI_COMMON
 
 from geodistill.cli import main
+from geodistill.data import load_dataset
 
 TINY = {
     "name": "tiny",
@@ -235,3 +238,26 @@ def test_distilled_set_names_may_hold_brackets():
     item = "wmdd[r_feat=1]=runs/x/wmdd_r_feat-1"
     assert item[: _top_level_eq(item)] == "wmdd[r_feat=1]"
     assert _top_level_eq("folder:a/b") == -1 and _top_level_eq("a=b") == 1
+
+
+def test_evaluate_resume_attacks_a_teacher_once_across_output_folders(tmp_path, cli_teacher, monkeypatch):
+    import os
+
+    import geodistill.evaluate.robust as rob
+    from geodistill.synth import select_random
+
+    select_random(load_dataset("digits", image_size=8), 2, seed=0).save(tmp_path / "d", png=False)
+    calls: list[str] = []
+    real_build = rob.build_attack
+    monkeypatch.setattr(rob, "build_attack", lambda name, *a: calls.append(name) or real_build(name, *a))
+    ev = ["evaluate", *CLI_COMMON, "--teacher", str(cli_teacher), "--distilled", f"r={tmp_path / 'd'}"]
+    ev += ["--epochs", "1", "--seeds", "1", "--attacks", "mim", "--attack-samples", "20", "--resume"]
+    runs = {}
+    for out, extra, n in [("e1", [], 2), ("e2", [], 1), ("e3", ["--no-cache"], 2)]:
+        calls.clear()
+        assert main([*ev, *extra, "--out", str(tmp_path / out)]) == 0
+        assert calls == ["mim"] * n, (out, calls)  # the student's attack, and the teacher's unless shared
+        runs[out] = json.loads((tmp_path / out / "metrics.json").read_text())["teacher"]
+    assert runs["e1"] == runs["e2"] == runs["e3"]
+    shared = Path(os.environ["GEODISTILL_CACHE"]) / "teacher-scores"
+    assert len(list(shared.glob("*.json"))) == 1

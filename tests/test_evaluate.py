@@ -370,3 +370,71 @@ def test_a_resumed_evaluation_runs_only_the_missing_attacks_on_saved_students(
     assert trained == [] and [a[:2] for a in attacked] == [("mim", 1)] * 2 and len(teacher_attacked) == 1
     evaluate(eps=[1 / 255], attack_samples=20, epochs=2)
     assert [s for s, _ in trained] == [0, 1]
+
+
+def test_teacher_scores_are_shared_across_output_folders_only_for_the_same_pixels_and_code(
+    teacher, digits, rt, tmp_path, monkeypatch
+):
+    import dataclasses
+
+    import geodistill.evaluate.robust as rob
+    import geodistill.pipeline as pl
+    from geodistill.files import read_json
+
+    attacked: list[str] = []
+    real_build = rob.build_attack
+
+    def build(name, model, eps, k, seed):
+        attacked.append(name)
+        return real_build(name, model, eps, k, seed)
+
+    monkeypatch.setattr(rob, "build_attack", build)
+    shared = tmp_path / "shared"
+    meta = {"sha256": "f" * 64}
+    cfg = EvalConfig(attacks=["mim"], eps=[2 / 255], attack_samples=30)
+
+    def entry(folder, data=digits, cfg=cfg, meta=meta, resume=True, shared=shared):
+        attacked.clear()
+        logs: list[str] = []
+        t = pl.teacher_entry(
+            teacher.model, meta, data, cfg, rt, tmp_path / folder / "t.json", resume=resume, shared=shared,
+            log=logs.append,
+        )  # fmt: skip
+        return t, logs
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, _ = entry("a")
+    assert attacked == ["mim"] and len(list(shared.glob("ffffffffffffffff-*.json"))) == 1
+    # another folder: the shared row is reused, said so, and copied into that folder
+    second, logs = entry("b")
+    assert attacked == [] and second == first and any("shared" in s for s in logs), logs
+    assert read_json(tmp_path / "b" / "t.json")["entry"]["robust"] == first["robust"]
+    # an added attack runs alone on top of the shared row, and the shared row keeps both
+    (tmp_path / "c").mkdir()
+    third, _ = entry("c", cfg=dataclasses.replace(cfg, attacks=["mim", "pgd100"]))
+    assert attacked == ["pgd100"] and third["robust"]["mim@2/255"] == first["robust"]["mim@2/255"]
+    (tmp_path / "d").mkdir()
+    entry("d", cfg=dataclasses.replace(cfg, attacks=["pgd100"]))
+    assert attacked == []
+    # not reused: without --resume; for other pixels under the same name and sizes; for another
+    # version of the code; a teacher without a hash is never written to the shared folder
+    for folder, kw in [
+        ("e", {"resume": False}),
+        ("f", {"data": dataclasses.replace(digits, x_test=digits.x_test.flip(-1))}),
+    ]:
+        (tmp_path / folder).mkdir()
+        assert entry(folder, **kw)[0] and attacked == ["mim"], folder
+    real_versions = pl.versions
+    monkeypatch.setattr(pl, "versions", lambda: real_versions() | {"geodistill": "0.0.0-other"})
+    (tmp_path / "g").mkdir()
+    entry("g")
+    assert attacked == ["mim"]
+    monkeypatch.setattr(pl, "versions", real_versions)
+    before = set(shared.iterdir())
+    (tmp_path / "h").mkdir(), (tmp_path / "i").mkdir()
+    entry("h", meta={}), entry("i", meta={})
+    assert attacked == ["mim"] and set(shared.iterdir()) == before
+    # no shared folder: nothing is shared
+    (tmp_path / "j").mkdir()
+    entry("j", shared=None)
+    assert attacked == ["mim"]

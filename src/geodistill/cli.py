@@ -367,7 +367,16 @@ def _dispatch(args, extra) -> int:
     out = prepare_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
     rt = _runtime(args)
     pipeline.evaluate_stage(
-        rt.prepare(teacher), tmeta, data, sets, stage_cfg, rt, out, resume=args.resume, log=_logger(args)
+        rt.prepare(teacher),
+        tmeta,
+        data,
+        sets,
+        stage_cfg,
+        rt,
+        out,
+        resume=args.resume,
+        shared=pipeline.teacher_scores_dir() if dcfg.cache else None,
+        log=_logger(args),
     )
     return 0
 

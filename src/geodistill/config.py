@@ -44,7 +44,9 @@ class DataConfig:
     )
     image_size: int | None = opt(None, "resize images to this square size (digits: 16)", lo=4)
     skip_bad_images: bool = opt(False, "skip unreadable images (listed in the manifest) instead of stopping")
-    cache: bool = opt(True, "cache decoded image folders in $GEODISTILL_CACHE")
+    cache: bool = opt(
+        True, "cache decoded image folders, and teacher scores for --resume, in $GEODISTILL_CACHE"
+    )
     val_fraction: float = opt(
         0.1, "fraction of each class's training images held out as the validation split", lo=0.0, hi=0.5
     )

@@ -5,6 +5,7 @@ finished artifact or epoch is loaded instead of recomputed."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable
@@ -58,6 +59,11 @@ def load_data(cfg: DataConfig) -> ClassData:
         val_fraction=cfg.val_fraction,
         val_seed=cfg.val_seed,
     )
+
+
+def teacher_scores_dir() -> Path:
+    """Where teacher scores are kept across output folders (see :func:`teacher_entry`)."""
+    return default_cache_dir() / "teacher-scores"
 
 
 # --- squeeze -------------------------------------------------------------------------------
@@ -391,6 +397,7 @@ def teacher_entry(
     path: Path | None = None,
     *,
     resume: bool = False,
+    shared: Path | None = None,
     log: Log = print,
 ) -> dict:
     """The teacher's row: its accuracy on the split the students are scored on (for recovery),
@@ -398,7 +405,12 @@ def teacher_entry(
 
     Saved to ``path``; with ``resume`` a saved row is reused when the teacher, the dataset and the
     fields its scores depend on (split, attacked subset) are unchanged, and only the attacks it
-    lacks are run, so that a resumed evaluation does not attack the teacher again."""
+    lacks are run, so that a resumed evaluation does not attack the teacher again.
+
+    ``shared``: a folder of rows kept across output folders (the CLI's is
+    ``$GEODISTILL_CACHE/teacher-scores``). Every row is also written there, under a stricter key
+    (:func:`_shared_key`), and with ``resume`` a row found there is reused when ``path`` has none,
+    so a teacher is attacked once however many folders evaluate sets against it."""
     d = to_dict(cfg)
     key = {
         "teacher": meta.get("sha256"),
@@ -406,18 +418,22 @@ def teacher_entry(
         **{k: d[k] for k in ("split", "attack_samples", "seed")},
     }
     wanted = asked_scores(cfg)
-    if resume and path is not None and path.exists():
-        saved = read_json(path)
-        old = {k: v for k, v in (saved.get("key") or {}).items() if k not in ("attacks", "eps")}
-        if old == key:
-            entry = saved["entry"]
-            missing = set(wanted) - set(entry.get("robust", {}))
-            if not missing:
-                log("  resuming evaluation: teacher already scored")
-                return wanted_scores(entry, wanted)
-            log(f"  resuming evaluation: teacher scored, {len(missing)} score(s) missing")
+    store = None
+    if shared is not None and key["teacher"]:  # a teacher without a hash is never shared
+        skey = _shared_key(key, data, cfg, rt)
+        digest = hashlib.sha256(json.dumps(skey, sort_keys=True).encode()).hexdigest()
+        store = (Path(shared) / f"{key['teacher'][:16]}-{digest[:16]}.json", skey)
+    found = _saved_teacher(path, key, store) if resume else None
+    if found is not None:
+        where, entry = found
+        where = "" if where == path else f" (shared: {where})"
+        missing = set(wanted) - set(entry.get("robust", {}))
+        if missing:
+            log(f"  resuming evaluation: teacher scored{where}, {len(missing)} score(s) missing")
             entry["robust"] = complete_scores(model, data, cfg, rt, entry.get("robust", {}), log=log)
-            return _save_teacher(path, key, entry, wanted)
+        else:
+            log(f"  resuming evaluation: teacher already scored{where}")
+        return _save_teacher(path, key, entry, wanted, store)
     xs, ys = data.split(cfg.split)
     top1, top5 = accuracy(model, xs, ys, rt, to_float=data.float)
     entry = {
@@ -433,13 +449,49 @@ def teacher_entry(
     }
     if cfg.attacks:
         entry["robust"] = attack_scores(model, data, cfg, rt, log=log)
-    return _save_teacher(path, key, entry, wanted)
+    return _save_teacher(path, key, entry, wanted, store)
 
 
-def _save_teacher(path: Path | None, key: dict, entry: dict, wanted: list[str]) -> dict:
-    """Save the entry with every score it has; return it with the ``wanted`` ones."""
-    if path is not None and current().main:
-        write_json(path, {"key": key, "entry": entry})
+def _shared_key(key: dict, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dict:
+    """``key`` plus what a row shared across folders also depends on: the scored split's pixels and
+    labels (two datasets may share a name and sizes), autocast, and the versions of the code that
+    computed the scores."""
+    xs, ys = data.split(cfg.split)
+    h = hashlib.sha256(xs.contiguous().cpu().numpy().tobytes())
+    h.update(ys.contiguous().cpu().numpy().tobytes())
+    v = versions()
+    return key | {
+        "split_sha256": h.hexdigest(),
+        "amp": rt.amp,
+        "versions": {k: v[k] for k in ("torch", "geodistill")} | attack_versions(),
+    }
+
+
+def _saved_teacher(path: Path | None, key: dict, store: tuple[Path, dict] | None) -> tuple[Path, dict] | None:
+    """The row saved in ``path`` for ``key``, else the one in the shared ``store`` (file, key)."""
+    if path is not None and path.exists():
+        row = read_json(path)
+        old = {k: v for k, v in (row.get("key") or {}).items() if k not in ("attacks", "eps")}
+        if old == key:
+            return path, row["entry"]
+    if store is not None and store[0].exists():
+        row = read_json(store[0])
+        if row.get("key") == json.loads(json.dumps(store[1])):
+            return store[0], row["entry"]
+    return None
+
+
+def _save_teacher(
+    path: Path | None, key: dict, entry: dict, wanted: list[str], store: tuple[Path, dict] | None = None
+) -> dict:
+    """Save the entry with every score it has (also to the shared ``store``); return it with the
+    ``wanted`` ones."""
+    if current().main:
+        if path is not None:
+            write_json(path, {"key": key, "entry": entry})
+        if store is not None:
+            store[0].parent.mkdir(parents=True, exist_ok=True)
+            write_json(store[0], {"key": store[1], "entry": entry})
     return wanted_scores(entry, wanted)
 
 
@@ -524,6 +576,7 @@ def run_pipeline(
     )
     teachers = {}
     timing: dict[str, float] = {}
+    shared = teacher_scores_dir() if cfg.data.cache else None
     for variant in sorted({v for _, v in parsed.values()}):
         scfg = cfg.squeeze
         if variant == "guard":
@@ -575,8 +628,9 @@ def run_pipeline(
         if cfg.evaluate.attacks:
             log(f"{key}: attacks")
         metrics[key] = teacher_entry(
-            model, meta, data, cfg.evaluate, rt, out / f"{key}_scores.json", resume=resume, log=log
-        )
+            model, meta, data, cfg.evaluate, rt, out / f"{key}_scores.json", resume=resume, shared=shared,
+            log=log,
+        )  # fmt: skip
         flags += sanity_flags(metrics[key].get("robust", {}), key)
     metrics.setdefault("teacher", metrics.get("teacher_guard"))
     metrics |= {
@@ -604,6 +658,7 @@ def evaluate_stage(
     out: Path,
     *,
     resume: bool = False,
+    shared: Path | None = None,
     log: Log = print,
 ) -> dict:
     """Score already distilled sets and write metrics.json / report.md into ``out``; every finished
@@ -615,7 +670,9 @@ def evaluate_stage(
     methods, flags = score_sets(
         {k: (v, teacher, tmeta) for k, v in sets.items()}, data, cfg, rt, out, resume=resume, log=log
     )
-    tentry = teacher_entry(teacher, tmeta, data, cfg, rt, out / "teacher_scores.json", resume=resume, log=log)
+    tentry = teacher_entry(
+        teacher, tmeta, data, cfg, rt, out / "teacher_scores.json", resume=resume, shared=shared, log=log
+    )
     flags += sanity_flags(tentry.get("robust", {}), "teacher")
     metrics = {
         "dataset": data.name,
