@@ -434,7 +434,10 @@ def test_teacher_scores_are_shared_across_output_folders_only_for_the_same_pixel
     (tmp_path / "h").mkdir(), (tmp_path / "i").mkdir()
     entry("h", meta={}), entry("i", meta={})
     assert attacked == ["mim"] and set(shared.iterdir()) == before
-    # no shared folder: nothing is shared
-    (tmp_path / "j").mkdir()
+    # no shared folder: nothing is shared; one that cannot be written: a warning, the folder's row kept
+    (tmp_path / "j").mkdir(), (tmp_path / "k").mkdir(), (tmp_path / "a-file").write_text("")
     entry("j", shared=None)
     assert attacked == ["mim"]
+    t, logs = entry("k", shared=tmp_path / "a-file")
+    assert any("not shared" in s and "a-file" in s for s in logs), logs
+    assert read_json(tmp_path / "k" / "t.json")["entry"]["robust"] == t["robust"]

@@ -433,7 +433,7 @@ def teacher_entry(
             entry["robust"] = complete_scores(model, data, cfg, rt, entry.get("robust", {}), log=log)
         else:
             log(f"  resuming evaluation: teacher already scored{where}")
-        return _save_teacher(path, key, entry, wanted, store)
+        return _save_teacher(path, key, entry, wanted, store, log)
     xs, ys = data.split(cfg.split)
     top1, top5 = accuracy(model, xs, ys, rt, to_float=data.float)
     entry = {
@@ -449,7 +449,7 @@ def teacher_entry(
     }
     if cfg.attacks:
         entry["robust"] = attack_scores(model, data, cfg, rt, log=log)
-    return _save_teacher(path, key, entry, wanted, store)
+    return _save_teacher(path, key, entry, wanted, store, log)
 
 
 def _shared_key(key: dict, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dict:
@@ -482,16 +482,24 @@ def _saved_teacher(path: Path | None, key: dict, store: tuple[Path, dict] | None
 
 
 def _save_teacher(
-    path: Path | None, key: dict, entry: dict, wanted: list[str], store: tuple[Path, dict] | None = None
+    path: Path | None,
+    key: dict,
+    entry: dict,
+    wanted: list[str],
+    store: tuple[Path, dict] | None = None,
+    log: Log = print,
 ) -> dict:
-    """Save the entry with every score it has (also to the shared ``store``); return it with the
-    ``wanted`` ones."""
+    """Save the entry with every score it has (also to the shared ``store``, which only warns if it
+    cannot be written); return it with the ``wanted`` ones."""
     if current().main:
         if path is not None:
             write_json(path, {"key": key, "entry": entry})
         if store is not None:
-            store[0].parent.mkdir(parents=True, exist_ok=True)
-            write_json(store[0], {"key": store[1], "entry": entry})
+            try:
+                store[0].parent.mkdir(parents=True, exist_ok=True)
+                write_json(store[0], {"key": store[1], "entry": entry})
+            except OSError as e:
+                log(f"  warning: teacher scores not shared ({store[0]}: {e.strerror or e})")
     return wanted_scores(entry, wanted)
 
 
