@@ -17,11 +17,19 @@ if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """$GEODISTILL_CACHE for the session's and modules' fixtures (set up before any test's own):
+    nothing the tests cache (decoded folders, teacher scores) reaches the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GEODISTILL_CACHE", str(tmp_path_factory.mktemp("session-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
-def _own_cache(tmp_path_factory):
-    """Each test gets its own $GEODISTILL_CACHE: nothing a test caches (decoded folders, teacher
-    scores) leaks into another test or into the user's ~/.cache. (Its own MonkeyPatch, so that a
-    test's ``monkeypatch.undo()`` keeps it.)"""
+def _own_cache(_session_cache, tmp_path_factory):
+    """Each test gets its own $GEODISTILL_CACHE, so no test reuses what another cached. (Its own
+    MonkeyPatch, so that a test's ``monkeypatch.undo()`` keeps it.)"""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GEODISTILL_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
