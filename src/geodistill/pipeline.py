@@ -457,8 +457,9 @@ def _shared_key(key: dict, data: ClassData, cfg: EvalConfig, rt: Runtime) -> dic
     labels (two datasets may share a name and sizes), autocast, and the versions of the code that
     computed the scores."""
     xs, ys = data.split(cfg.split)
-    h = hashlib.sha256(xs.contiguous().cpu().numpy().tobytes())
-    h.update(ys.contiguous().cpu().numpy().tobytes())
+    h = hashlib.sha256()
+    for t in (xs, ys):  # hashed in place as bytes (no copy of a large split; any dtype)
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy())
     v = versions()
     return key | {
         "split_sha256": h.hexdigest(),
